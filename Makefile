@@ -1,0 +1,33 @@
+# Two entry points (see README): `make train` (main job) and `make test` (test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: setup train test test-slow bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[all]'
+	touch $@
+
+# Main job: train the thesis's tt-tt network on MNIST with the default backend (JAX).
+train: setup
+	$(BIN)/python -m experiments.train --dataset mnist --model tt-tt $(TRAIN_ARGS)
+
+# Default test run (under 15 minutes on 2 cores); slow tests are deselected by pyproject's addopts.
+test: setup
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# Opt-in long runs: large hypothesis profiles and full-data checks.
+test-slow: setup
+	HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .hypothesis .pytest_cache *.egg-info

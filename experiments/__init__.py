@@ -1,0 +1,1 @@
+"""Experiment code for the tensor-train layers: data, training and reporting helpers."""

@@ -1,0 +1,90 @@
+"""The core-by-core product against the dense reference, and its FLOP accounting."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tt_common.contraction import choose_direction, contraction_flops, flop_table, tt_matmul
+from tt_common.reference import tt_to_dense
+from tt_common.shapes import TTMatrixShape
+from tt_common.shapes_test import tt_shapes
+
+batch_shapes = st.sampled_from([(), (1,), (3,), (2, 3), (2, 1, 3)])
+
+
+def _random_cores(shape: TTMatrixShape, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(s) for s in shape.core_shapes]
+
+
+@given(tt_shapes(), batch_shapes, st.sampled_from(["ltr", "rtl"]), st.integers(0, 2**32 - 1))
+def test_product_equals_dense_reference(shape, batch_shape, direction, seed) -> None:
+    cores = _random_cores(shape, seed)
+    x = np.random.default_rng(seed + 1).standard_normal(batch_shape + (shape.in_features,))
+    want = x @ tt_to_dense(cores)
+    got = tt_matmul(x, cores, shape, direction)
+    assert got.shape == batch_shape + (shape.out_features,)
+    np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11 * np.abs(want).max(initial=1.0))
+
+
+def test_dense_reference_follows_the_index_convention() -> None:
+    """W[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] @ ... @ G_d[:, i_d, j_d, :], row-major."""
+    shape = TTMatrixShape.create((2, 3, 2), (3, 1, 2), (1, 2, 3, 1))
+    cores = _random_cores(shape, 0)
+    dense = tt_to_dense(cores)
+    for i in np.ndindex(*shape.in_modes):
+        for j in np.ndindex(*shape.out_modes):
+            product = np.eye(1)
+            for k, core in enumerate(cores):
+                product = product @ core[:, i[k], j[k], :]
+            row = np.ravel_multi_index(i, shape.in_modes)
+            col = np.ravel_multi_index(j, shape.out_modes)
+            assert dense[row, col] == pytest.approx(product[0, 0], rel=1e-12)
+
+
+@given(tt_shapes(max_d=5), st.integers(1, 5), st.sampled_from(["ltr", "rtl"]))
+def test_flop_formula_counts_the_matmuls_actually_run(shape, batch, direction) -> None:
+    counted = []
+
+    def counting_matmul(a, b):
+        counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
+        return a @ b
+
+    x = np.ones((batch, shape.in_features))
+    tt_matmul(x, _random_cores(shape, 0), shape, direction, matmul=counting_matmul)
+    assert counted == contraction_flops(shape, batch, direction)
+
+
+@given(tt_shapes())
+def test_chosen_direction_is_the_cheaper(shape) -> None:
+    table = flop_table(shape, 7)
+    assert table[choose_direction(shape)] == min(table["ltr"], table["rtl"])
+    assert table["dense_matmul"] == 2 * 7 * shape.in_features * shape.out_features
+
+
+def test_thesis_first_layer_contracts_right_to_left() -> None:
+    shape = TTMatrixShape.create((2, 2, 7, 4, 7), (8, 16, 16, 16, 8), 4)
+    table = flop_table(shape, 100)
+    assert choose_direction(shape) == "rtl"
+    assert table["rtl"] < table["ltr"] < table["dense_matmul"]
+    # By hand, 2 r_{k-1} r_k (m_1..m_k) (n_k..n_d) per example, core 5 first:
+    assert contraction_flops(shape, 1, "rtl") == [
+        2 * 4 * 1 * 784 * 8,
+        2 * 4 * 4 * 112 * 128,
+        2 * 4 * 4 * 28 * 2048,
+        2 * 4 * 4 * 4 * 32768,
+        2 * 1 * 4 * 2 * 262144,
+    ]
+    assert math.isclose(table["rtl"] / table["dense_matmul"], 0.0261, rel_tol=1e-3)
+
+
+def test_bad_input_size_and_direction() -> None:
+    shape = TTMatrixShape.create((2, 3), (4, 5), 2)
+    cores = _random_cores(shape, 0)
+    with pytest.raises(ValueError, match="last dimension is 5"):
+        tt_matmul(np.ones((3, 5)), cores, shape)
+    with pytest.raises(ValueError, match="direction"):
+        tt_matmul(np.ones((3, 6)), cores, shape, "up")

@@ -1,0 +1,100 @@
+"""Compression reports: what each layer of a model costs, TT or dense."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tt_common.contraction import choose_direction, contraction_flops, dense_matmul_flops
+from tt_common.shapes import TTMatrixShape
+
+__all__ = ["LayerReport", "dense_layer_report", "format_report", "tt_layer_report"]
+
+
+@dataclass(frozen=True)
+class LayerReport:
+    """One row of a compression report. ``flops`` are per example (batch size 1)."""
+
+    name: str
+    kind: str  # "tt" or "dense"
+    in_features: int
+    out_features: int
+    in_modes: tuple[int, ...] | None
+    out_modes: tuple[int, ...] | None
+    ranks: tuple[int, ...] | None
+    params: int  # weights + bias
+    dense_params: int  # weights + bias of the dense layer of the same size
+    flops: int
+    dense_flops: int
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio ``dense_params / params``."""
+        return self.dense_params / self.params
+
+
+def tt_layer_report(name: str, shape: TTMatrixShape, use_bias: bool) -> LayerReport:
+    """The report row of a TT layer.
+
+    >>> row = tt_layer_report("fc1", TTMatrixShape.create((4, 8, 8, 4), (4, 4, 4, 4), 4), True)
+    >>> row.params, row.dense_params, round(row.ratio, 1)
+    (1408, 262400, 186.4)
+    """
+    bias = shape.out_features if use_bias else 0
+    flops = sum(contraction_flops(shape, 1, choose_direction(shape)))
+    return LayerReport(
+        name=name,
+        kind="tt",
+        in_features=shape.in_features,
+        out_features=shape.out_features,
+        in_modes=shape.in_modes,
+        out_modes=shape.out_modes,
+        ranks=shape.ranks,
+        params=shape.num_params + bias,
+        dense_params=shape.dense_num_params + bias,
+        flops=flops,
+        dense_flops=dense_matmul_flops(shape, 1),
+    )
+
+
+def dense_layer_report(name: str, in_features: int, out_features: int, use_bias: bool) -> LayerReport:
+    """The report row of a dense layer (ratio 1)."""
+    params = in_features * out_features + (out_features if use_bias else 0)
+    flops = 2 * in_features * out_features
+    return LayerReport(
+        name, "dense", in_features, out_features, None, None, None, params, params, flops, flops
+    )
+
+
+def _fmt_modes(modes: tuple[int, ...] | None) -> str:
+    return "-" if modes is None else "x".join(map(str, modes))
+
+
+def format_report(rows: Sequence[LayerReport], other_params: int = 0) -> str:
+    """A markdown table of ``rows`` with a total line.
+
+    ``other_params`` counts parameters outside the reported layers (batch norm
+    scales and offsets, for example); they enter both totals.
+
+    >>> print(format_report([dense_layer_report("head", 4, 2, True)]))
+    | layer | kind | in -> out | in modes | out modes | ranks | params | dense params | ratio | FLOPs/example |
+    |---|---|---|---|---|---|---|---|---|---|
+    | head | dense | 4 -> 2 | - | - | - | 10 | 10 | 1.0 | 16 |
+    | total | | | | | | 10 | 10 | 1.0 | 16 |
+    """
+    header = (
+        "| layer | kind | in -> out | in modes | out modes | ranks | params | dense params | ratio | FLOPs/example |\n"
+        "|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [header]
+    for r in rows:
+        ranks = "-" if r.ranks is None else ",".join(map(str, r.ranks))
+        lines.append(
+            f"| {r.name} | {r.kind} | {r.in_features} -> {r.out_features} | {_fmt_modes(r.in_modes)} | "
+            f"{_fmt_modes(r.out_modes)} | {ranks} | {r.params:,} | {r.dense_params:,} | {r.ratio:.1f} | {r.flops:,} |"
+        )
+    params = sum(r.params for r in rows) + other_params
+    dense = sum(r.dense_params for r in rows) + other_params
+    flops = sum(r.flops for r in rows)
+    lines.append(f"| total | | | | | | {params:,} | {dense:,} | {dense / max(params, 1):.1f} | {flops:,} |")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""Initializers for TT cores that give the dense matrix a chosen variance.
+
+A TT initializer is called as ``init(key, shape, dtype)`` with a
+:class:`tt_common.TTMatrixShape` and returns one array per core. Core entries
+are drawn i.i.d. with the per-core std of :func:`tt_common.core_std`, so the
+dense matrix ``W`` has exactly the entry variance of the named dense
+initializer (``scale / fan``), whichever distribution the cores use.
+
+>>> import jax
+>>> from tt_common import TTMatrixShape
+>>> cores = lecun_normal()(jax.random.key(0), TTMatrixShape.create((4, 4), (2, 2), 2))
+>>> [c.shape for c in cores]
+[(1, 4, 2, 2), (2, 4, 2, 1)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from tt_common.init import TRUNCATED_NORMAL_STD, Distribution, FanMode, core_std, target_variance
+from tt_common.shapes import TTMatrixShape
+
+__all__ = [
+    "CoresInitializer",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "variance_scaling",
+]
+
+CoresInitializer = Callable[..., tuple[jax.Array, ...]]
+
+
+def _sample(key: jax.Array, shape: tuple[int, ...], std: float, distribution: str, dtype) -> jax.Array:
+    if distribution == "normal":
+        return std * jax.random.normal(key, shape, dtype)
+    if distribution == "truncated_normal":
+        return (std / TRUNCATED_NORMAL_STD) * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+    if distribution == "uniform":
+        bound = std * 3.0**0.5
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+    raise ValueError(f"distribution must be 'normal', 'truncated_normal' or 'uniform', got {distribution!r}")
+
+
+def variance_scaling(
+    scale: float, mode: FanMode, distribution: Distribution = "normal"
+) -> CoresInitializer:
+    """Cores whose dense matrix has entry variance ``scale / fan`` (``fan`` by ``mode``)."""
+    target_variance(TTMatrixShape.create((1,), (1,), 1), scale, mode)  # validates early
+
+    def init(key: jax.Array, shape: TTMatrixShape, dtype=jnp.float32) -> tuple[jax.Array, ...]:
+        std = core_std(shape, target_variance(shape, scale, mode))
+        keys = jax.random.split(key, shape.d)
+        return tuple(_sample(k, s, std, distribution, dtype) for k, s in zip(keys, shape.core_shapes))
+
+    return init
+
+
+def glorot_normal() -> CoresInitializer:
+    """Dense variance ``2 / (M + N)`` (Glorot & Bengio 2010)."""
+    return variance_scaling(1.0, "fan_avg", "normal")
+
+
+def glorot_uniform() -> CoresInitializer:
+    return variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def he_normal() -> CoresInitializer:
+    """Dense variance ``2 / M`` (He et al. 2015), for ReLU networks."""
+    return variance_scaling(2.0, "fan_in", "normal")
+
+
+def he_uniform() -> CoresInitializer:
+    return variance_scaling(2.0, "fan_in", "uniform")
+
+
+def lecun_normal() -> CoresInitializer:
+    """Dense variance ``1 / M``: the variance of ``nnx.Linear``'s default kernel."""
+    return variance_scaling(1.0, "fan_in", "normal")
+
+
+def lecun_uniform() -> CoresInitializer:
+    return variance_scaling(1.0, "fan_in", "uniform")

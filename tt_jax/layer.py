@@ -1,0 +1,195 @@
+"""``TTLinear``: a dense layer whose weight matrix is stored in the TT format."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from flax.nnx.nn import dtypes, initializers
+
+from tt_common.contraction import Direction, choose_direction, tt_matmul
+from tt_common.reference import TTDecomposition, tt_round, tt_svd
+from tt_common.shapes import TTMatrixShape
+from tt_jax.initializers import CoresInitializer, lecun_normal
+
+__all__ = ["TTCore", "TTLinear"]
+
+default_cores_init = lecun_normal()
+default_bias_init = initializers.zeros_init()
+
+
+class TTCore(nnx.Param):
+    """A TT core, shape ``(r_{k-1}, m_k, n_k, r_k)``: an ``nnx.Param`` that filters can select."""
+
+
+class TTLinear(nnx.Module):
+    """A linear layer ``y = x @ W + b`` with ``W`` (``M x N``) held as TT cores.
+
+    ``W[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] @ ... @ G_d[:, i_d, j_d, :]``
+    with core ``G_k`` of shape ``(r_{k-1}, m_k, n_k, r_k)``, ``r_0 = r_d = 1``,
+    and row-major multi-indices (the first mode varies slowest). The forward
+    pass contracts core by core in the cheaper direction and never builds ``W``.
+
+    Example::
+
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import tt_jax
+      >>> layer = tt_jax.TTLinear((4, 8, 8, 4), (4, 4, 4, 4), 4, rngs=nnx.Rngs(0))
+      >>> layer.ranks, [c.shape for c in layer.cores][:2]
+      ((1, 4, 4, 4, 1), [(1, 4, 4, 4), (4, 8, 4, 4)])
+      >>> layer(jnp.ones((32, 1024))).shape
+      (32, 256)
+      >>> layer.to_dense().shape
+      (1024, 256)
+
+    Args:
+      in_modes: factors ``m_1..m_d`` of the input size ``M``.
+      out_modes: factors ``n_1..n_d`` of the output size ``N``.
+      ranks: an int (every inner rank) or the full ``(1, r_1, ..., r_{d-1}, 1)``.
+        Ranks above the largest useful rank ``min(prod_{j<=k} m_j n_j,
+        prod_{j>k} m_j n_j)`` are clipped to it (no loss of expressiveness);
+        ``layer.ranks`` gives the clipped ranks.
+      use_bias: whether to add a bias (default: True).
+      dtype: the dtype of the computation (default: infer from input and params).
+      param_dtype: the dtype of the cores and bias (default: float32).
+      cores_init: a TT initializer (see :mod:`tt_jax.initializers`); the default
+        gives ``W`` the variance of ``nnx.Linear``'s default kernel, ``1 / M``.
+      bias_init: initializer of the bias, as in ``nnx.Linear``.
+      direction: ``"auto"`` (the cheaper of ``"ltr"`` / ``"rtl"``), ``"ltr"`` or ``"rtl"``.
+      precision: matmul precision, see ``jax.lax.Precision``.
+      rngs: rng streams; ``rngs.params()`` draws the cores and the bias.
+    """
+
+    def __init__(
+        self,
+        in_modes: Sequence[int],
+        out_modes: Sequence[int],
+        ranks: int | Sequence[int],
+        *,
+        use_bias: bool = True,
+        dtype: jnp.dtype | None = None,
+        param_dtype: jnp.dtype = jnp.float32,
+        cores_init: CoresInitializer = default_cores_init,
+        bias_init: nnx.Initializer = default_bias_init,
+        direction: Literal["auto", "ltr", "rtl"] = "auto",
+        precision: jax.lax.PrecisionLike = None,
+        rngs: nnx.Rngs,
+    ):
+        self.shape = TTMatrixShape.create(in_modes, out_modes, ranks)
+        if direction not in ("auto", "ltr", "rtl"):
+            raise ValueError(f"direction must be 'auto', 'ltr' or 'rtl', got {direction!r}")
+        self.direction: Direction = choose_direction(self.shape) if direction == "auto" else direction
+        self.use_bias = use_bias
+        self.dtype = dtype
+        self.param_dtype = param_dtype
+        self.precision = precision
+        cores = cores_init(rngs.params(), self.shape, param_dtype)
+        self.shape.check_cores([c.shape for c in cores])
+        self.cores = nnx.List([TTCore(c) for c in cores])
+        self.bias = nnx.Param(bias_init(rngs.params(), (self.shape.out_features,), param_dtype)) if use_bias else None
+
+    @property
+    def in_modes(self) -> tuple[int, ...]:
+        return self.shape.in_modes
+
+    @property
+    def out_modes(self) -> tuple[int, ...]:
+        return self.shape.out_modes
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.shape.ranks
+
+    @property
+    def in_features(self) -> int:
+        return self.shape.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.shape.out_features
+
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        """Applies the layer to the last axis of ``inputs``: ``(..., M) -> (..., N)``."""
+        cores = [c[...] for c in self.cores]
+        bias = self.bias[...] if self.bias is not None else None
+        inputs, bias, *cores = dtypes.promote_dtype((inputs, bias, *cores), dtype=self.dtype)
+        y = tt_matmul(
+            inputs,
+            cores,
+            self.shape,
+            self.direction,
+            permute=jnp.transpose,
+            matmul=functools.partial(jnp.matmul, precision=self.precision),
+        )
+        return y if bias is None else y + bias
+
+    def to_dense(self) -> jax.Array:
+        """The dense ``(M, N)`` kernel (the layout of ``nnx.Linear``), differentiable."""
+        cores = [c[...] for c in self.cores]
+        eye = jnp.eye(self.in_features, dtype=cores[0].dtype)
+        return tt_matmul(eye, cores, self.shape, self.direction, permute=jnp.transpose)
+
+    @classmethod
+    def from_dense(
+        cls,
+        kernel: jax.Array | np.ndarray,
+        in_modes: Sequence[int],
+        out_modes: Sequence[int],
+        *,
+        max_rank: int | Sequence[int] | None = None,
+        rtol: float | None = None,
+        bias: jax.Array | np.ndarray | None = None,
+        **kwargs,
+    ) -> TTLinear:
+        """A layer whose cores are the TT-SVD (float64) of ``kernel``, shape ``(M, N)``.
+
+        ``max_rank`` and/or ``rtol`` truncate as in :func:`tt_common.tt_svd`
+        (both ``None``: exact). ``bias`` (default zeros when ``use_bias``)
+        becomes the layer's bias. Other keywords go to the constructor.
+
+        >>> import numpy as np
+        >>> kernel = np.random.default_rng(0).standard_normal((16, 9))
+        >>> layer = TTLinear.from_dense(kernel, (4, 4), (3, 3))
+        >>> bool(np.allclose(layer.to_dense(), kernel, atol=1e-5))
+        True
+        """
+        decomposition = tt_svd(np.asarray(kernel), in_modes, out_modes, max_rank=max_rank, rtol=rtol)
+        return cls._from_decomposition(decomposition, bias, **kwargs)
+
+    def round(self, *, max_rank: int | Sequence[int] | None = None, rtol: float | None = None) -> TTLinear:
+        """A new layer with lower TT-ranks (TT rounding in float64), same bias and settings."""
+        cores = [np.asarray(c[...], dtype=np.float64) for c in self.cores]
+        bias = None if self.bias is None else self.bias[...]
+        return self._from_decomposition(
+            tt_round(cores, max_rank=max_rank, rtol=rtol),
+            bias,
+            use_bias=self.use_bias,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            precision=self.precision,
+        )
+
+    @classmethod
+    def _from_decomposition(
+        cls, decomposition: TTDecomposition, bias: jax.Array | np.ndarray | None, **kwargs
+    ) -> TTLinear:
+        shape = decomposition.shape
+        if bias is not None and tuple(np.shape(bias)) != (shape.out_features,):
+            raise ValueError(f"bias must have shape ({shape.out_features},), got {tuple(np.shape(bias))}")
+        if bias is not None and not kwargs.get("use_bias", True):
+            raise ValueError("a bias was given but use_bias=False")
+
+        def cores_init(key, shape, dtype):
+            return tuple(jnp.asarray(c, dtype) for c in decomposition.cores)
+
+        def bias_init(key, shape, dtype):
+            return jnp.zeros(shape, dtype) if bias is None else jnp.asarray(bias, dtype)
+
+        kwargs.setdefault("rngs", nnx.Rngs(0))
+        return cls(shape.in_modes, shape.out_modes, shape.ranks, cores_init=cores_init, bias_init=bias_init, **kwargs)
