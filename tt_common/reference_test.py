@@ -33,7 +33,7 @@ def test_exact_tt_svd_without_caps(shape, seed) -> None:
     np.testing.assert_allclose(tt_to_dense(found.cores), dense, atol=1e-10 * np.linalg.norm(dense))
 
 
-@given(st.integers(1, 6), st.sampled_from([None, 0.05, 0.3, 0.9]), seeds)
+@given(st.integers(1, 8), st.sampled_from([None, 0.05, 0.3, 0.9]), seeds)
 def test_truncated_tt_svd_stays_within_its_bound(max_rank, rtol, seed) -> None:
     in_modes, out_modes = (2, 3, 4), (3, 2, 2)
     dense = np.random.default_rng(seed).standard_normal((24, 12))
@@ -41,7 +41,7 @@ def test_truncated_tt_svd_stays_within_its_bound(max_rank, rtol, seed) -> None:
     error = np.linalg.norm(tt_to_dense(found.cores) - dense)
     assert max(found.ranks) <= max_rank
     assert error <= found.error_bound * (1 + 1e-9) + 1e-12
-    if rtol is not None and max_rank >= 6:  # rank caps not binding: the rtol guarantee holds
+    if rtol is not None and max_rank >= 8:  # max_ranks = (1, 6, 8, 1): caps not binding, the rtol guarantee holds
         assert error <= rtol * np.linalg.norm(dense) * (1 + 1e-9)
 
 
