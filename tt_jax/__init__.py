@@ -7,8 +7,8 @@
 1152
 """
 
-from tt_jax import initializers
+from tt_jax import initializers, transfer
 from tt_jax.layer import TTCore, TTLinear
 from tt_jax.report import compression_report, layer_reports
 
-__all__ = ["TTCore", "TTLinear", "compression_report", "initializers", "layer_reports"]
+__all__ = ["TTCore", "TTLinear", "compression_report", "initializers", "layer_reports", "transfer"]

@@ -1,0 +1,25 @@
+"""Each framework's package imports without the other one: ``tt_torch`` never loads JAX, ``tt_jax`` never torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CASES = {
+    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_common.transfer, tt_common.conventions",
+                 ("jax", "jaxlib", "flax", "optax")),
+    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_common.transfer, tt_common.conventions",
+               ("torch",)),
+    "tt_common": ("import tt_common, tt_common.transfer, tt_common.conventions",
+                  ("jax", "torch", "safetensors")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("package", list(CASES))
+def test_package_does_not_import_the_other_framework(package: str) -> None:
+    statement, forbidden = CASES[package]
+    check = f"import sys; {statement}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]", f"{package} imported {result.stdout.strip()}"

@@ -1,0 +1,13 @@
+"""Tensor-train layers for PyTorch: the mirror of :mod:`tt_jax` (imports no JAX).
+
+>>> import tt_torch
+>>> layer = tt_torch.TTLinear((4, 8, 8, 4), (4, 4, 4, 4), ranks=4)
+>>> layer.shape.num_params
+1152
+"""
+
+from tt_torch import initializers, transfer
+from tt_torch.layer import TTLinear
+from tt_torch.report import compression_report, layer_reports
+
+__all__ = ["TTLinear", "compression_report", "initializers", "layer_reports", "transfer"]

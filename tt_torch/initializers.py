@@ -1,0 +1,126 @@
+"""Initializers for TT cores that give the dense matrix a chosen variance (PyTorch).
+
+The same rule as :mod:`tt_jax.initializers`: core entries are drawn i.i.d. with
+the per-core std of :func:`tt_common.core_std`, so the dense matrix ``W`` has
+exactly the entry variance ``scale / fan`` of the named dense initializer,
+whichever distribution the cores use. (Same distributions, not the same draws:
+the two frameworks' random streams differ; move weights with ``transfer``.)
+
+A TT initializer is called as ``init(generator, shape, dtype=None, device=None)``
+with a ``torch.Generator`` (or ``None`` for the global one) and a
+:class:`tt_common.TTMatrixShape`, and returns one tensor per core.
+
+>>> import torch
+>>> from tt_common import TTMatrixShape
+>>> cores = lecun_normal()(torch.Generator().manual_seed(0), TTMatrixShape.create((4, 4), (2, 2), 2))
+>>> [tuple(c.shape) for c in cores]
+[(1, 4, 2, 2), (2, 4, 2, 1)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from tt_common.init import TRUNCATED_NORMAL_STD, Distribution, FanMode, core_std, target_variance
+from tt_common.shapes import TTMatrixShape
+
+__all__ = [
+    "CoresInitializer",
+    "VarianceScaling",
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "variance_scaling",
+]
+
+CoresInitializer = Callable[..., tuple[torch.Tensor, ...]]
+_DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+
+def _sample(
+    generator: torch.Generator | None,
+    shape: tuple[int, ...],
+    std: float,
+    distribution: str,
+    dtype: torch.dtype | None,
+    device: torch.device | str | None,
+) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=device)
+    with torch.no_grad():
+        if distribution == "normal":
+            return out.normal_(0.0, std, generator=generator)
+        if distribution == "truncated_normal":
+            torch.nn.init.trunc_normal_(out, 0.0, 1.0, -2.0, 2.0, generator=generator)
+            return out.mul_(std / TRUNCATED_NORMAL_STD)
+        bound = std * 3.0**0.5
+        return out.uniform_(-bound, bound, generator=generator)
+
+
+@dataclass(frozen=True)
+class VarianceScaling:
+    """Cores whose dense matrix has entry variance ``scale / fan`` (``fan`` by ``mode``).
+
+    A picklable callable (so ``torch.save(model)`` and ``copy.deepcopy`` work);
+    build it with :func:`variance_scaling`.
+    """
+
+    scale: float
+    mode: FanMode
+    distribution: Distribution = "normal"
+
+    def __post_init__(self) -> None:
+        target_variance(TTMatrixShape.create((1,), (1,), 1), self.scale, self.mode)  # validates early
+        if self.distribution not in _DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {self.distribution!r}")
+
+    def __call__(
+        self,
+        generator: torch.Generator | None,
+        shape: TTMatrixShape,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        std = core_std(shape, target_variance(shape, self.scale, self.mode))
+        return tuple(_sample(generator, s, std, self.distribution, dtype, device) for s in shape.core_shapes)
+
+
+def variance_scaling(scale: float, mode: FanMode, distribution: Distribution = "normal") -> CoresInitializer:
+    """Cores whose dense matrix has entry variance ``scale / fan`` (``fan`` by ``mode``).
+
+    >>> variance_scaling(2.0, "fan_in", "uniform")
+    VarianceScaling(scale=2.0, mode='fan_in', distribution='uniform')
+    """
+    return VarianceScaling(scale, mode, distribution)
+
+
+def glorot_normal() -> CoresInitializer:
+    """Dense variance ``2 / (M + N)`` (Glorot & Bengio 2010)."""
+    return variance_scaling(1.0, "fan_avg", "normal")
+
+
+def glorot_uniform() -> CoresInitializer:
+    return variance_scaling(1.0, "fan_avg", "uniform")
+
+
+def he_normal() -> CoresInitializer:
+    """Dense variance ``2 / M`` (He et al. 2015), for ReLU networks."""
+    return variance_scaling(2.0, "fan_in", "normal")
+
+
+def he_uniform() -> CoresInitializer:
+    return variance_scaling(2.0, "fan_in", "uniform")
+
+
+def lecun_normal() -> CoresInitializer:
+    """Dense variance ``1 / M``: Flax's default kernel variance (``nn.Linear``'s default is ``1 / (3 M)``)."""
+    return variance_scaling(1.0, "fan_in", "normal")
+
+
+def lecun_uniform() -> CoresInitializer:
+    return variance_scaling(1.0, "fan_in", "uniform")

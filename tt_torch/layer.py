@@ -1,0 +1,264 @@
+"""``TTLinear``: a drop-in for ``nn.Linear`` whose weight matrix is stored in the TT format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from tt_common.contraction import Direction, choose_direction, tt_matmul
+from tt_common.reference import TTDecomposition, tt_round, tt_svd
+from tt_common.shapes import TTMatrixShape
+from tt_torch.initializers import CoresInitializer, lecun_normal
+
+__all__ = ["TTLinear"]
+
+default_cores_init = lecun_normal()
+default_bias_init = nn.init.zeros_
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+def _permute(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    return tensor.permute(*axes)
+
+
+def _float64_numpy(array: ArrayLike) -> np.ndarray:
+    if isinstance(array, torch.Tensor):
+        return array.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(array, dtype=np.float64)
+
+
+class TTLinear(nn.Module):
+    """A linear layer ``y = x W^T + b`` (as ``nn.Linear``) with ``W`` held as TT cores.
+
+    The mirror of :class:`tt_jax.TTLinear`: same arguments, same core layout
+    ``(r_{k-1}, m_k, n_k, r_k)``, same contraction (core by core, in the cheaper
+    direction, never building ``W``), same initialization rule. With the dense
+    kernel ``K = W^T`` of shape ``(M, N)`` (the layout of ``nnx.Linear``)::
+
+        K[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] @ ... @ G_d[:, i_d, j_d, :]
+
+    with row-major multi-indices (the first mode varies slowest). The cores are
+    the parameters ``cores.0``, ..., ``cores.{d-1}`` of an ``nn.ParameterList``,
+    then ``bias``.
+
+    Example::
+
+      >>> import torch
+      >>> import tt_torch
+      >>> layer = tt_torch.TTLinear((4, 8, 8, 4), (4, 4, 4, 4), 4)
+      >>> layer.extra_repr()
+      "in_features=1024, out_features=256, in_modes=(4, 8, 8, 4), out_modes=(4, 4, 4, 4), ranks=(1, 4, 4, 4, 1), bias=True, direction='ltr'"
+      >>> [tuple(c.shape) for c in layer.cores][:2]
+      [(1, 4, 4, 4), (4, 8, 4, 4)]
+      >>> layer(torch.ones(32, 1024)).shape
+      torch.Size([32, 256])
+      >>> layer.to_dense().shape  # nn.Linear's (out, in) layout
+      torch.Size([256, 1024])
+      >>> list(layer.state_dict())
+      ['bias', 'cores.0', 'cores.1', 'cores.2', 'cores.3']
+
+    Args:
+      in_modes: factors ``m_1..m_d`` of the input size ``M``.
+      out_modes: factors ``n_1..n_d`` of the output size ``N``.
+      ranks: an int (every inner rank) or the full ``(1, r_1, ..., r_{d-1}, 1)``;
+        clipped to the largest useful ranks as in JAX (``layer.ranks``).
+      use_bias: whether to add a bias (default: True).
+      cores_init: a TT initializer (see :mod:`tt_torch.initializers`). The
+        default, LeCun normal, gives ``W`` the variance ``1 / M`` of Flax's
+        default kernel, as :class:`tt_jax.TTLinear` does. This is *not*
+        ``nn.Linear``'s default (Kaiming uniform with ``a = sqrt(5)``, variance
+        ``1 / (3 M)``); pass ``variance_scaling(1 / 3, "fan_in", "uniform")`` for that.
+      bias_init: fills the bias in place, like ``nn.init.zeros_`` (the
+        default, as in JAX; ``nn.Linear`` draws its bias at random).
+      direction: ``"auto"`` (the cheaper of ``"ltr"`` / ``"rtl"``), ``"ltr"`` or ``"rtl"``.
+      device, dtype: of the parameters, as in ``nn.Linear``. (JAX's
+        ``param_dtype`` is this ``dtype``; JAX's computation ``dtype`` and
+        ``precision`` have no argument here: use ``torch.autocast`` and
+        ``torch.set_float32_matmul_precision``.)
+    """
+
+    def __init__(
+        self,
+        in_modes: Sequence[int],
+        out_modes: Sequence[int],
+        ranks: int | Sequence[int],
+        *,
+        use_bias: bool = True,
+        cores_init: CoresInitializer = default_cores_init,
+        bias_init: Callable[[torch.Tensor], Any] = default_bias_init,
+        direction: Literal["auto", "ltr", "rtl"] = "auto",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        self.shape = TTMatrixShape.create(in_modes, out_modes, ranks)
+        if direction not in ("auto", "ltr", "rtl"):
+            raise ValueError(f"direction must be 'auto', 'ltr' or 'rtl', got {direction!r}")
+        self.direction: Direction = choose_direction(self.shape) if direction == "auto" else direction
+        self.use_bias = use_bias
+        self.cores_init = cores_init
+        self.bias_init = bias_init
+        factory = {"device": device, "dtype": dtype}
+        self.cores = nn.ParameterList([nn.Parameter(torch.empty(s, **factory)) for s in self.shape.core_shapes])
+        if use_bias:
+            self.bias = nn.Parameter(torch.empty(self.shape.out_features, **factory))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Draws the cores with ``cores_init`` and fills the bias with ``bias_init``."""
+        first = self.cores[0]
+        cores = self.cores_init(generator, self.shape, dtype=first.dtype, device=first.device)
+        self.shape.check_cores([tuple(c.shape) for c in cores])
+        with torch.no_grad():
+            for param, core in zip(self.cores, cores):
+                param.copy_(core)
+            if self.bias is not None:
+                self.bias_init(self.bias)
+
+    @property
+    def in_modes(self) -> tuple[int, ...]:
+        return self.shape.in_modes
+
+    @property
+    def out_modes(self) -> tuple[int, ...]:
+        return self.shape.out_modes
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.shape.ranks
+
+    @property
+    def in_features(self) -> int:
+        return self.shape.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.shape.out_features
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        """Applies the layer to the last axis of ``input``: ``(..., M) -> (..., N)``."""
+        y = tt_matmul(input, list(self.cores), self.shape, self.direction, permute=_permute)
+        return y if self.bias is None else y + self.bias
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, in_modes={self.in_modes}, "
+            f"out_modes={self.out_modes}, ranks={self.ranks}, bias={self.bias is not None}, "
+            f"direction={self.direction!r}"
+        )
+
+    def to_dense(self) -> torch.Tensor:
+        """The dense weight in ``nn.Linear``'s ``(out, in)`` layout, differentiable."""
+        cores = list(self.cores)
+        eye = torch.eye(self.in_features, dtype=cores[0].dtype, device=cores[0].device)
+        return tt_matmul(eye, cores, self.shape, self.direction, permute=_permute).T
+
+    @classmethod
+    def from_dense(
+        cls,
+        weight: ArrayLike,
+        in_modes: Sequence[int],
+        out_modes: Sequence[int],
+        *,
+        max_rank: int | Sequence[int] | None = None,
+        rtol: float | None = None,
+        bias: ArrayLike | None = None,
+        **kwargs: Any,
+    ) -> TTLinear:
+        """A layer whose cores are the TT-SVD (float64) of ``weight``, shape ``(N, M)`` as ``nn.Linear.weight``.
+
+        ``max_rank`` and/or ``rtol`` truncate as in :func:`tt_common.tt_svd`
+        (both ``None``: exact). ``bias`` (default zeros when ``use_bias``)
+        becomes the layer's bias. Other keywords (``device``, ``dtype``, ...)
+        go to the constructor.
+
+        >>> import torch
+        >>> weight = torch.randn(9, 16, dtype=torch.float64)
+        >>> layer = TTLinear.from_dense(weight, (4, 4), (3, 3), dtype=torch.float64)
+        >>> layer.ranks, torch.allclose(layer.to_dense(), weight)
+        ((1, 12, 1), True)
+        """
+        shape = TTMatrixShape.create(in_modes, out_modes, 1)
+        shape.check_kernel(tuple(weight.shape), layout="(out, in)")
+        kernel = _float64_numpy(weight).T
+        decomposition = tt_svd(kernel, shape.in_modes, shape.out_modes, max_rank=max_rank, rtol=rtol)
+        return cls._from_decomposition(decomposition, bias, **kwargs)
+
+    @classmethod
+    def from_linear(
+        cls,
+        linear: nn.Linear,
+        in_modes: Sequence[int],
+        out_modes: Sequence[int],
+        *,
+        max_rank: int | Sequence[int] | None = None,
+        rtol: float | None = None,
+        **kwargs: Any,
+    ) -> TTLinear:
+        """The TT-SVD of an ``nn.Linear``: its weight, bias, device and dtype.
+
+        >>> import torch
+        >>> dense = torch.nn.Linear(16, 9, dtype=torch.float64)
+        >>> layer = TTLinear.from_linear(dense, (4, 4), (3, 3), max_rank=4)
+        >>> layer.ranks, layer.bias.dtype, torch.equal(layer.bias, dense.bias)
+        ((1, 4, 1), torch.float64, True)
+        """
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
+        kwargs.setdefault("device", linear.weight.device)
+        kwargs.setdefault("dtype", linear.weight.dtype)
+        kwargs.setdefault("use_bias", linear.bias is not None)
+        return cls.from_dense(
+            linear.weight, in_modes, out_modes, max_rank=max_rank, rtol=rtol, bias=linear.bias, **kwargs
+        )
+
+    def round(self, *, max_rank: int | Sequence[int] | None = None, rtol: float | None = None) -> TTLinear:
+        """A new layer with lower TT-ranks (TT rounding in float64), same bias and settings.
+
+        >>> import torch
+        >>> layer = TTLinear((4, 4), (3, 3), 9, dtype=torch.float64)
+        >>> small = layer.round(max_rank=2)
+        >>> small.ranks, small.cores[0].dtype
+        ((1, 2, 1), torch.float64)
+        """
+        cores = [_float64_numpy(c) for c in self.cores]
+        first = self.cores[0]
+        return self._from_decomposition(
+            tt_round(cores, max_rank=max_rank, rtol=rtol),
+            None if self.bias is None else self.bias.detach(),
+            use_bias=self.use_bias,
+            cores_init=self.cores_init,
+            bias_init=self.bias_init,
+            device=first.device,
+            dtype=first.dtype,
+        )
+
+    @classmethod
+    def _from_decomposition(
+        cls, decomposition: TTDecomposition, bias: ArrayLike | None, **kwargs: Any
+    ) -> TTLinear:
+        shape = decomposition.shape
+        if bias is not None and tuple(bias.shape) != (shape.out_features,):
+            raise ValueError(f"bias must have shape ({shape.out_features},), got {tuple(bias.shape)}")
+        if bias is not None and not kwargs.get("use_bias", True):
+            raise ValueError("a bias was given but use_bias=False")
+        device = kwargs.pop("device", None)
+        device = torch.get_default_device() if device is None else device
+        # Built on the meta device: no random draws, then filled with the decomposition.
+        layer = cls(shape.in_modes, shape.out_modes, shape.ranks, device="meta", **kwargs).to_empty(device=device)
+        with torch.no_grad():
+            for param, core in zip(layer.cores, decomposition.cores):
+                param.copy_(torch.from_numpy(core))
+            if layer.bias is not None:
+                if bias is None:
+                    layer.bias.zero_()
+                else:
+                    layer.bias.copy_(torch.as_tensor(bias))
+        return layer
