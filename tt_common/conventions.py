@@ -14,6 +14,14 @@ Adam            ``adam(lr, b1, b2, eps, eps_root=0)``:            ``Adam(lr=lr, 
                 ``p -= lr m_hat / (sqrt(v_hat + eps_root) + eps)``  ``p -= lr m_hat / (sqrt(v) / sqrt(1 - b2^t) + eps)``
                                                                   (same formula: eps outside the root, after the
                                                                   bias correction; no ``eps_root`` in torch)
+RMSprop         ``rmsprop(lr, decay=a, eps, initial_scale=0,       ``RMSprop(lr=lr, alpha=a, eps=eps)``:
+                eps_in_sqrt=False)``: ``v = a v + (1-a) g^2``,    ``p -= lr g / (sqrt(v) + eps)`` (optax's default
+                ``p -= lr g / (sqrt(v) + eps)``                   ``eps_in_sqrt=True`` would differ)
+Adadelta        ``adadelta(lr, rho, eps)``: ``v = rho v +         ``Adadelta(lr=lr, rho=rho, eps=eps)``: the same
+                (1-rho) g^2``, ``d = sqrt(u + eps) /              formulas (torch's default lr is 1.0)
+                sqrt(v + eps) g``, ``u = rho u + (1-rho) d^2``
+Weight decay    ``chain(add_decayed_weights(wd), opt)``:          ``weight_decay=wd``: ``g += wd p`` (coupled L2)
+                ``g += wd p`` before the optimizer
 BN momentum     ``momentum=m``: ``run = m run + (1 - m) batch``   ``momentum=1 - m``: ``run = (1 - momentum) run +
                 (default 0.99)                                    momentum batch`` (default 0.1, i.e. Flax's 0.9)
 BN running var  biased batch variance                             unbiased batch variance ``* n / (n - 1)``
@@ -38,7 +46,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Adam", "SGD", "torch_bn_momentum", "torch_running_var"]
+__all__ = ["Adadelta", "Adam", "RMSprop", "SGD", "torch_bn_momentum", "torch_running_var"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +89,42 @@ class Adam:
             "weight_decay": 0.0,
             "amsgrad": False,
         }
+
+
+@dataclass(frozen=True)
+class RMSprop:
+    """RMSprop: ``optax.rmsprop(**optax_kwargs())`` == ``torch.optim.RMSprop(p, **torch_kwargs())``."""
+
+    learning_rate: float
+    decay: float = 0.99
+    eps: float = 1e-8
+
+    def optax_kwargs(self) -> dict[str, Any]:
+        return {
+            "learning_rate": self.learning_rate,
+            "decay": self.decay,
+            "eps": self.eps,
+            "initial_scale": 0.0,
+            "eps_in_sqrt": False,
+        }
+
+    def torch_kwargs(self) -> dict[str, Any]:
+        return {"lr": self.learning_rate, "alpha": self.decay, "eps": self.eps, "weight_decay": 0.0}
+
+
+@dataclass(frozen=True)
+class Adadelta:
+    """Adadelta: ``optax.adadelta(**optax_kwargs())`` == ``torch.optim.Adadelta(p, **torch_kwargs())``."""
+
+    learning_rate: float = 1.0
+    rho: float = 0.9
+    eps: float = 1e-6
+
+    def optax_kwargs(self) -> dict[str, Any]:
+        return {"learning_rate": self.learning_rate, "rho": self.rho, "eps": self.eps}
+
+    def torch_kwargs(self) -> dict[str, Any]:
+        return {"lr": self.learning_rate, "rho": self.rho, "eps": self.eps, "weight_decay": 0.0}
 
 
 def torch_bn_momentum(flax_momentum: float) -> float:

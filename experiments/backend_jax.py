@@ -1,0 +1,95 @@
+"""JAX backend of the experiments: an NNX model, an optax optimizer, jitted steps."""
+
+from __future__ import annotations
+
+import pickle
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import tt_jax
+from experiments.models_jax import build
+from experiments.optim import OptimizerConfig
+from experiments.presets import Network
+
+__all__ = ["JaxBackend"]
+
+
+def _optax(cfg: OptimizerConfig) -> optax.GradientTransformation:
+    def make(learning_rate):
+        convention = cfg.convention()
+        kwargs = {**convention.optax_kwargs(), "learning_rate": learning_rate}
+        factory = {"sgd": optax.sgd, "adam": optax.adam, "rmsprop": optax.rmsprop, "adadelta": optax.adadelta}
+        return optax.chain(optax.add_decayed_weights(cfg.weight_decay), factory[cfg.name](**kwargs))
+
+    return optax.inject_hyperparams(make)(learning_rate=cfg.lr_at(0))
+
+
+def _loss_and_correct(model, x, y):
+    logits = model(x)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, jnp.sum(jnp.argmax(logits, -1) == y)
+
+
+@nnx.jit
+def _train_step(model, optimizer, x, y):
+    (loss, correct), grads = nnx.value_and_grad(_loss_and_correct, has_aux=True)(model, x, y)
+    optimizer.update(model, grads)
+    return loss, correct
+
+
+@nnx.jit
+def _eval_step(model, x, y):
+    loss, correct = _loss_and_correct(model, x, y)
+    return loss * x.shape[0], correct
+
+
+class JaxBackend:
+    """Trains one :class:`experiments.presets.Network` with JAX (GPU when JAX has one)."""
+
+    name = "jax"
+
+    def __init__(self, spec: Network, optimizer: OptimizerConfig, seed: int):
+        self.model = build(spec, seed=seed)
+        self.optimizer = nnx.Optimizer(self.model, _optax(optimizer), wrt=nnx.Param)
+
+    @property
+    def device(self) -> str:
+        d = jax.devices()[0]
+        return f"jax {d.platform}: {d.device_kind}"
+
+    def report(self) -> str:
+        return tt_jax.compression_report(self.model)
+
+    def set_learning_rate(self, lr: float) -> None:
+        self.optimizer.opt_state.hyperparams["learning_rate"][...] = jnp.asarray(lr)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray):
+        """One step; returns the (loss, number correct) as device scalars (no sync)."""
+        self.model.train()
+        return _train_step(self.model, self.optimizer, jnp.asarray(x), jnp.asarray(y))
+
+    def evaluate(self, batches) -> tuple[float, float]:
+        """Mean loss and accuracy over ``(x, y)`` batches, in eval mode (running batch-norm statistics)."""
+        self.model.eval()
+        total_loss, correct, count = 0.0, 0, 0
+        for x, y in batches:
+            loss, right = _eval_step(self.model, jnp.asarray(x), jnp.asarray(y))
+            total_loss, correct, count = total_loss + float(loss), correct + int(right), count + len(y)
+        return total_loss / count, correct / count
+
+    def state(self) -> bytes:
+        """Everything a resumed run needs: parameters, batch-norm statistics, optimizer and RNG state."""
+        return pickle.dumps(jax.device_get(nnx.to_pure_dict(nnx.state((self.model, self.optimizer)))))
+
+    def load_state(self, blob: bytes) -> None:
+        state = nnx.state((self.model, self.optimizer))
+        nnx.replace_by_pure_dict(state, pickle.loads(blob))
+        nnx.update((self.model, self.optimizer), state)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The weights in the neutral naming of :mod:`tt_common.transfer`."""
+        return tt_jax.transfer.export(self.model)

@@ -1,0 +1,60 @@
+"""PyTorch networks built from :mod:`experiments.presets`: the mirror of :mod:`experiments.models_jax`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import tt_torch
+from experiments.presets import TT, Network
+from tt_common.init import TRUNCATED_NORMAL_STD
+
+__all__ = ["BN_MOMENTUM", "Net", "build"]
+
+# torch convention: running = (1 - m) * running + m * batch; equals Flax's momentum 0.9.
+BN_MOMENTUM = 0.1
+
+
+def _lecun_normal_(linear: nn.Linear) -> None:
+    """``nnx.Linear``'s init: truncated normal (at 2 std) of variance 1 / fan_in, zero bias."""
+    std = (1 / linear.in_features) ** 0.5 / TRUNCATED_NORMAL_STD
+    with torch.no_grad():
+        nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+        linear.bias.zero_()
+
+
+class Net(nn.Module):
+    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`."""
+
+    def __init__(self, spec: Network, *, device=None, dtype=None):
+        super().__init__()
+        self.spec = spec
+        factory = {"device": device, "dtype": dtype}
+        layers: list[nn.Module] = []
+        for layer in spec.layers:
+            if isinstance(layer, TT):
+                layers.append(tt_torch.TTLinear(layer.in_modes, layer.out_modes, layer.ranks, **factory))
+            else:
+                linear = nn.Linear(layer.in_features, layer.out_features, **factory)
+                _lecun_normal_(linear)
+                layers.append(linear)
+            layers.append(nn.BatchNorm1d(layer.out_features, momentum=BN_MOMENTUM, **factory))
+        self.layers = nn.ModuleList(layers)
+        self.dropout = nn.Dropout(spec.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = len(self.spec.layers)
+        for k in range(blocks):
+            x = self.layers[2 * k + 1](self.layers[2 * k](x))
+            last = k == blocks - 1
+            if not last or self.spec.relu_after_last:
+                x = torch.relu(x)
+            if not last:
+                x = self.dropout(x)
+        return x
+
+
+def build(spec: Network, *, seed: int = 0, device=None, dtype=None) -> Net:
+    """The network of ``spec`` with parameters drawn from ``seed``."""
+    torch.manual_seed(seed)
+    return Net(spec, device=device, dtype=dtype)
