@@ -88,3 +88,25 @@ def test_bad_input_size_and_direction() -> None:
         tt_matmul(np.ones((3, 5)), cores, shape)
     with pytest.raises(ValueError, match="direction"):
         tt_matmul(np.ones((3, 6)), cores, shape, "up")
+
+
+@given(tt_shapes(), batch_shapes, st.sampled_from(["ltr", "rtl", None]), st.integers(0, 2**32 - 1), st.data())
+def test_merged_product_equals_dense_reference(shape, batch_shape, direction, seed, data) -> None:
+    from tt_common.contraction import _groupings
+
+    groups = data.draw(st.sampled_from([*_groupings(shape.d), "auto"]))
+    cores = _random_cores(shape, seed)
+    x = np.random.default_rng(seed + 1).standard_normal(batch_shape + (shape.in_features,))
+    want = x @ tt_to_dense(cores)
+    got = tt_matmul(x, cores, shape, direction, groups=groups)
+    assert got.shape == batch_shape + (shape.out_features,)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(initial=1.0))
+
+
+def test_plan_groups_never_costs_more_than_core_by_core() -> None:
+    from tt_common.contraction import merged_shape, plan_groups
+
+    shape = TTMatrixShape.create((4, 8, 4, 8, 3), (8, 8, 8, 8, 8), 4)
+    groups, direction = plan_groups(shape, 100)
+    assert sum(groups) == shape.d and direction in ("ltr", "rtl")
+    assert merged_shape(shape, groups).d <= shape.d

@@ -126,6 +126,7 @@ class TTLinear(nnx.Module):
             self.direction,
             permute=jnp.transpose,
             matmul=functools.partial(jnp.matmul, precision=self.precision),
+            groups="auto",
         )
         return y if bias is None else y + bias
 

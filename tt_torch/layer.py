@@ -144,7 +144,7 @@ class TTLinear(nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Applies the layer to the last axis of ``input``: ``(..., M) -> (..., N)``."""
-        y = tt_matmul(input, list(self.cores), self.shape, self.direction, permute=_permute)
+        y = tt_matmul(input, list(self.cores), self.shape, self.direction, permute=_permute, groups="auto")
         return y if self.bias is None else y + self.bias
 
     def extra_repr(self) -> str:
