@@ -26,7 +26,9 @@ test: setup
 test-slow: setup
 	HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
+# Benchmarks (writes benchmarks/RESULTS.md); installs the optional TensorLy-Torch baseline first.
 bench: setup
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:

@@ -1,0 +1,375 @@
+"""Collects the measurements and renders the markdown report, goals included.
+
+Ratios are always *the other candidate's time over ours*: above 1 means ours is
+faster. "Ours" in torch is the eager layer (what ``tt_torch.TTLinear`` gives
+without ``torch.compile``); the compiled one has its own column.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from benchmarks.candidate import Candidate, MemoryReport
+from benchmarks.layers import LARGE_FLOP_RATIO, LayerConfig
+from benchmarks.timing import Timing
+
+__all__ = ["Results", "render"]
+
+PASSES = ("fwd", "fwd+bwd")
+TRAIN_FLOP_FACTOR = 3  # backward = two products per forward product
+
+
+@dataclass
+class Results:
+    layers: list[LayerConfig]
+    batches: list[int]
+    candidates: list[Candidate]
+    devices: dict[str, str] = field(default_factory=dict)  # framework -> device
+    peaks: dict[str, dict[str, float]] = field(default_factory=dict)  # framework -> matmul GFLOP/s, copy GB/s
+    versions: dict[str, dict[str, str]] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    times: dict[tuple, Timing] = field(default_factory=dict)
+    skips: dict[tuple, str] = field(default_factory=dict)
+    mems: dict[tuple, MemoryReport] = field(default_factory=dict)
+    cand_notes: dict[tuple, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """What a worker process sends back (the layers and batches are the parent's own)."""
+        return {
+            "candidates": [[c.framework, c.name, c.label, c.family] for c in self.candidates],
+            "devices": self.devices,
+            "peaks": self.peaks,
+            "versions": self.versions,
+            "times": [[*k, t.min_s, t.median_s, t.n, t.warmup_s] for k, t in self.times.items()],
+            "skips": [[*k, v] for k, v in self.skips.items()],
+            "mems": [[*k, m.saved, m.peak, m.how] for k, m in self.mems.items()],
+            "notes": [[*k, v] for k, v in self.cand_notes.items()],
+        }
+
+    def merge(self, data: dict) -> None:
+        self.candidates += [Candidate(*c) for c in data["candidates"]]
+        self.devices.update(data["devices"])
+        self.peaks.update(data["peaks"])
+        self.versions.update(data["versions"])
+        for layer, b, key, p, *t in data["times"]:
+            self.times[(layer, b, key, p)] = Timing(*t)
+        for layer, b, key, why in data["skips"]:
+            self.skips[(layer, b, key)] = why
+        for layer, b, key, *m in data["mems"]:
+            self.mems[(layer, b, key)] = MemoryReport(*m)
+        for layer, key, notes in data["notes"]:
+            self.cand_notes[(layer, key)] = notes
+
+    def add(self, cfg, batch, cand, pass_, timing: Timing) -> None:
+        self.times[(cfg.name, batch, cand.key, pass_)] = timing
+
+    def skip(self, cfg, batch, cand, why: str) -> None:
+        self.skips[(cfg.name, batch, cand.key)] = why
+
+    def memory(self, cfg, batch, cand, mem: MemoryReport) -> None:
+        self.mems[(cfg.name, batch, cand.key)] = mem
+
+    def notes(self, cfg, cand, notes: list[str]) -> None:
+        have = self.cand_notes.setdefault((cfg.name, cand.key), [])
+        have += [n for n in notes if n not in have]
+
+    def median(self, cfg, batch, key, pass_) -> float | None:
+        t = self.times.get((cfg.name, batch, key, pass_))
+        return None if t is None else t.median_s
+
+    def flops(self, cfg, batch, family: str, pass_: str) -> int:
+        f = cfg.tt_flops(batch) if family == "tt" else cfg.dense_flops(batch)
+        return f * (TRAIN_FLOP_FACTOR if pass_ == "fwd+bwd" else 1)
+
+    def gflops(self, cfg, batch, cand: Candidate, pass_) -> float | None:
+        t = self.median(cfg, batch, cand.key, pass_)
+        return None if t is None else self.flops(cfg, batch, cand.family, pass_) / t / 1e9
+
+    def ratio(self, cfg, batch, other: str, ours: str, pass_) -> float | None:
+        a, b = self.median(cfg, batch, other, pass_), self.median(cfg, batch, ours, pass_)
+        return None if a is None or b is None else a / b
+
+    def has(self, key: str) -> bool:
+        return any(c.key == key for c in self.candidates)
+
+
+def _fmt_ms(t: Timing | None) -> str:
+    if t is None:
+        return "–"
+    def f(s):
+        ms = 1e3 * s
+        return f"{ms:.3g}" if ms < 100 else f"{ms:.0f}"
+    if t.n == 1 and t.min_s == t.warmup_s:
+        return f"{f(t.median_s)}¹"
+    return f"{f(t.median_s)} / {f(t.min_s)}"
+
+
+def _fmt_ratio(r: float | None) -> str:
+    return "–" if r is None else f"{r:.2f}x"
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def render(res: Results, header: dict[str, str], *, quick: bool = False, memory_batch: int | None = None) -> str:
+    L: list[str] = ["# TT layer benchmarks", ""]
+    if quick:
+        L += [
+            "> **Harness check (`--quick`): few repeats, small batches, possibly a loaded machine. "
+            "Not final numbers.**",
+            "",
+        ]
+    L += ["## Machine and run", ""]
+    L += [f"- **{k}**: {v}" for k, v in header.items()]
+    for fw, p in res.peaks.items():
+        L.append(
+            f"- **{fw} reference rates** (same run): dense float32 matmul {p['matmul_size']:.0f}^3 "
+            f"**{p['matmul']:.1f} GFLOP/s**; streaming `x + 1` into a new array **{p['copy']:.1f} GB/s** (read + write)"
+        )
+    for fw, why in res.failures.items():
+        L.append(f"- **{fw} FAILED**: {why} (see the run's stderr)")
+    L.append("")
+
+    # Layers
+    L += ["## Layers", ""]
+    big = max(res.batches)
+    mem_b = memory_batch or big
+    rows = []
+    for cfg in res.layers:
+        s = cfg.shape
+        roofs = []
+        for fw, p in res.peaks.items():
+            roof = cfg.tt_flops(big) / (cfg.traffic_bytes(big) / (p["copy"] * 1e9)) / 1e9
+            roofs.append(f"{fw} {roof:.0f}")
+        rows.append(
+            [
+                f"`{cfg.name}`",
+                cfg.describe(),
+                str(s.ranks),
+                cfg.direction,
+                f"{cfg.tt_flops(1) / 1e6:.3g}",
+                f"{cfg.dense_flops(1) / 1e6:.3g}",
+                f"{cfg.flop_ratio:.1f}" + (" (large)" if cfg.large else ""),
+                f"{s.num_params:,} / {s.dense_num_params:,}",
+                f"{cfg.tt_flops(1) / cfg.traffic_bytes(1):.1f}",
+                ", ".join(roofs),
+            ]
+        )
+    L += _table(
+        [
+            "layer",
+            "modes",
+            "ranks",
+            "dir",
+            "TT MFLOP/sample",
+            "dense MFLOP/sample",
+            "dense/TT FLOPs",
+            "TT / dense params",
+            "FLOP/byte",
+            "bandwidth-bound GFLOP/s",
+        ],
+        rows,
+    )
+    L += [
+        "",
+        f"FLOPs count multiply and add; a training step counts {TRAIN_FLOP_FACTOR}x the forward. "
+        f"'large': TT FLOPs at least {LARGE_FLOP_RATIO:g}x below dense. FLOP/byte: forward FLOPs of the "
+        "core-by-core product over the least memory traffic (each step reads its state and writes the next, "
+        "float32); with the measured copy bandwidth that bounds the rate of any unfused core-by-core product "
+        "(a roofline), whatever the matmul peak.",
+        "",
+    ]
+
+    cands = res.candidates
+    # Times
+    L += ["## Time per call, ms (median / min)", "", "¹ a single call (the first; slower than `--single-call-s`).", ""]
+    rows = []
+    for cfg in res.layers:
+        for b in res.batches:
+            for p in PASSES:
+                row = [f"`{cfg.name}`", str(b), p]
+                for c in cands:
+                    t = res.times.get((cfg.name, b, c.key, p))
+                    row.append(_fmt_ms(t) if t else ("skip" if (cfg.name, b, c.key) in res.skips else "–"))
+                rows.append(row)
+    L += _table(["layer", "batch", "pass", *[c.label for c in cands]], rows)
+    L.append("")
+
+    # Rates
+    L += [
+        "## Achieved GFLOP/s (from the median)",
+        "",
+        "TT-family candidates (ours, einsum, TensorLy-Torch) are credited with the FLOPs of our contraction "
+        "(the useful work), the dense layer with the dense FLOPs. In brackets for ours: percent of the "
+        "framework's matmul rate above.",
+        "",
+    ]
+    rows = []
+    for cfg in res.layers:
+        for b in res.batches:
+            for p in PASSES:
+                row = [f"`{cfg.name}`", str(b), p]
+                for c in cands:
+                    g = res.gflops(cfg, b, c, p)
+                    cell = "–" if g is None else f"{g:.3g}"
+                    if g is not None and c.name.startswith("ours") and c.framework in res.peaks:
+                        cell += f" ({100 * g / res.peaks[c.framework]['matmul']:.0f}%)"
+                    row.append(cell)
+                rows.append(row)
+    L += _table(["layer", "batch", "pass", *[c.label for c in cands]], rows)
+    L.append("")
+
+    # First calls
+    L += [
+        f"## First call of a training step, batch {big}, s (compilation included)",
+        "",
+    ]
+    rows = []
+    for cfg in res.layers:
+        row = [f"`{cfg.name}`"]
+        for c in cands:
+            t = res.times.get((cfg.name, big, c.key, "fwd+bwd"))
+            row.append("–" if t is None else f"{t.warmup_s:.3g}")
+        rows.append(row)
+    L += _table(["layer", *[c.label for c in cands]], rows)
+    L.append("")
+
+    # Ratios
+    ratio_cols: list[tuple[str, Callable]] = []
+    def col(title, other, ours):
+        if res.has(other) and res.has(ours):
+            ratio_cols.append((title, lambda cfg, b, p, o=other, u=ours: res.ratio(cfg, b, o, u, p)))
+    col("JAX dense/ours", "jax:dense", "jax:ours")
+    col("JAX einsum/ours", "jax:einsum", "jax:ours")
+    col("torch dense/ours", "torch:dense", "torch:ours")
+    col("torch einsum/ours", "torch:einsum", "torch:ours")
+    col("TensorLy/ours", "torch:tensorly", "torch:ours")
+    col("torch eager/compiled", "torch:ours", "torch:ours-compiled")
+    col("torch ours/JAX ours", "torch:ours", "jax:ours")
+    L += ["## Ratios (other's time / ours; above 1: ours is faster)", ""]
+    rows = []
+    for cfg in res.layers:
+        for b in res.batches:
+            for p in PASSES:
+                rows.append([f"`{cfg.name}`", str(b), p, *[_fmt_ratio(f(cfg, b, p)) for _, f in ratio_cols]])
+    L += _table(["layer", "batch", "pass", *[t for t, _ in ratio_cols]], rows)
+    L.append("")
+
+    # Memory
+    if res.mems:
+        L += [
+            f"## Memory of one training step, batch {mem_b} (MB)",
+            "",
+            "Cells: *saved for backward* (activations autodiff keeps, parameters and input excluded) / "
+            "*peak* above what existed before the step (output, gradients and temporaries included). "
+            "JAX: `saved_residuals` / XLA `memory_analysis()` temp + output of the jitted step (a compile-time "
+            "figure). torch: saved-tensor hooks / "
+            + ("`torch.cuda.max_memory_allocated`." if "cuda" in res.devices.values() else "allocation events of `torch.profiler`.")
+            + " The ratio column is ours' peak over the dense layer's in the same framework.",
+            "",
+        ]
+        rows = []
+        for cfg in res.layers:
+            row = [f"`{cfg.name}`"]
+            for c in cands:
+                m = res.mems.get((cfg.name, mem_b, c.key))
+                row.append("–" if m is None else f"{_mb(m.saved)} / {_mb(m.peak)}")
+            ratios = []
+            for fw in ("jax", "torch"):
+                a, d = res.mems.get((cfg.name, mem_b, f"{fw}:ours")), res.mems.get((cfg.name, mem_b, f"{fw}:dense"))
+                if a and d and a.peak and d.peak:
+                    ratios.append(f"{fw} {a.peak / d.peak:.2f}x")
+            row.append(", ".join(ratios) or "–")
+            rows.append(row)
+        L += _table(["layer", *[c.label for c in cands], "ours/dense peak"], rows)
+        L.append("")
+
+    L += _goals(res)
+
+    # Notes
+    L += ["## Notes", ""]
+    seen = set()
+    for (layer, key), notes in sorted(res.cand_notes.items()):
+        for n in notes:
+            if (layer, key, n) not in seen:
+                seen.add((layer, key, n))
+                L.append(f"- `{layer}` {key}: {n}")
+    for (layer, b, key), why in sorted(res.skips.items()):
+        L.append(f"- skipped `{layer}` batch {b} {key}: {why}")
+    L.append("")
+    return "\n".join(L)
+
+
+def _mb(x: int | None) -> str:
+    return "?" if x is None else f"{x / 1e6:.3g}"
+
+
+def _goals(res: Results) -> list[str]:
+    large = [c for c in res.layers if c.large]
+    big = max(res.batches)
+    L = ["## Goals", ""]
+
+    def verdict(title: str, cases: list[tuple[str, float | None]], target: float, unit: str, higher=True):
+        cases = [(w, v) for w, v in cases if v is not None]
+        if not cases:
+            L.append(f"- **{title}**: not measured")
+            return
+        ok = [(w, v) for w, v in cases if (v >= target if higher else v <= target)]
+        worst = min(cases, key=lambda c: c[1]) if higher else max(cases, key=lambda c: c[1])
+        if len(ok) == len(cases):
+            L.append(f"- **{title}**: **met** in all {len(cases)} cases (worst {worst[0]}: {worst[1]:.2f}{unit})")
+        else:
+            gap = target / worst[1] if higher else worst[1] / target
+            L.append(
+                f"- **{title}**: **missed** in {len(cases) - len(ok)} of {len(cases)} cases; worst {worst[0]}: "
+                f"{worst[1]:.2f}{unit} against {target:g}{unit}, short by {gap:.2f}x"
+            )
+            misses = [w for w, v in cases if (v < target if higher else v > target)]
+            L.append(f"  - missed: {', '.join(misses[:12])}{' ...' if len(misses) > 12 else ''}")
+
+    p = "fwd+bwd"
+    cases = []
+    for cfg in large:
+        for b in res.batches:
+            cases.append((f"`{cfg.name}` B={b} JAX vs einsum", res.ratio(cfg, b, "jax:einsum", "jax:ours", p)))
+            cases.append((f"`{cfg.name}` B={b} torch vs einsum", res.ratio(cfg, b, "torch:einsum", "torch:ours", p)))
+            cases.append((f"`{cfg.name}` B={b} torch vs TensorLy", res.ratio(cfg, b, "torch:tensorly", "torch:ours", p)))
+    verdict("1. fwd+bwd at least 3x faster than TensorLy-Torch and the single einsum (large layers)", cases, 3.0, "x")
+
+    cases = []
+    for cfg in large:
+        for b in res.batches:
+            for pp in PASSES:
+                for fw in ("jax", "torch"):
+                    cases.append((f"`{cfg.name}` B={b} {pp} {fw}", res.ratio(cfg, b, f"{fw}:dense", f"{fw}:ours", pp)))
+    verdict(f"2. faster than dense where TT FLOPs are at least {LARGE_FLOP_RATIO:g}x lower", cases, 1.0, "x")
+
+    cases = []
+    for cfg in large:
+        for pp in PASSES:
+            for fw in ("jax", "torch"):
+                peak = res.peaks.get(fw, {}).get("matmul")
+                cand = next((c for c in res.candidates if c.key == f"{fw}:ours"), None)
+                g = None if cand is None or peak is None else res.gflops(cfg, big, cand, pp)
+                cases.append((f"`{cfg.name}` B={big} {pp} {fw}", None if g is None else g / peak))
+    verdict("3. at least half the machine's matmul GFLOP/s (large layers, largest batch)", cases, 0.5, " of peak")
+
+    cases = []
+    for cfg in res.layers:
+        for b in res.batches:
+            for pp in PASSES:
+                r = res.ratio(cfg, b, "torch:ours", "jax:ours", pp)
+                cases.append((f"`{cfg.name}` B={b} {pp}", None if r is None else max(r, 1 / r)))
+    verdict("4. JAX and torch within 1.2x of each other (slower/faster)", cases, 1.2, "x", higher=False)
+
+    L += [
+        "",
+        "Goal 3 is bounded by memory bandwidth, not by the matmul units: see the layers table's "
+        "bandwidth-bound GFLOP/s (a core-by-core product does 3 to 6 FLOPs per byte it must move).",
+        "",
+    ]
+    return L

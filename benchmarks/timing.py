@@ -1,0 +1,123 @@
+"""Timing and machine description.
+
+:func:`measure` times a callable that blocks until its result is ready (the
+candidates wrap ``block_until_ready`` / ``torch.cuda.synchronize`` themselves):
+warm-up calls first (compilation, autotuning, allocator growth), then up to
+``repeats`` timed calls, stopping early once ``budget_s`` seconds of timed calls
+are spent, but never fewer than ``min_repeats`` (unless the first call alone
+took longer than the budget: then one timed call after it). When the first call
+takes longer than ``single_call_s`` it is the only one (``n == 1``): pass that
+only for callables whose first call does not compile. Slow candidates (the dense
+784 -> 262144 layer at batch 1000 takes seconds on two cores) thus get fewer
+repeats and the whole run stays bounded.
+
+>>> t = measure(lambda: None, warmup=1, repeats=5, budget_s=1.0)
+>>> t.n, t.min_s <= t.median_s
+(5, True)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Timing", "cpu_model", "load_average", "machine_info", "measure"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    min_s: float
+    median_s: float
+    n: int
+    warmup_s: float  # the first call (it may compile)
+
+    @property
+    def min_ms(self) -> float:
+        return 1e3 * self.min_s
+
+    @property
+    def median_ms(self) -> float:
+        return 1e3 * self.median_s
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 2,
+    repeats: int = 20,
+    min_repeats: int = 3,
+    budget_s: float = 2.0,
+    single_call_s: float | None = None,
+) -> Timing:
+    """Times ``fn()``; see the module docstring."""
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    if single_call_s is not None and first > single_call_s:  # too slow to repeat: the first call is the measurement
+        return Timing(first, first, 1, first)
+    if first > budget_s:  # one call eats the budget: no more warm-up, a single timed call
+        warmup, min_repeats = 1, 1
+    for _ in range(max(warmup - 1, 0)):
+        fn()
+    times: list[float] = []
+    spent = 0.0
+    while len(times) < repeats and (len(times) < min_repeats or spent < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        dt = time.perf_counter() - t0
+        times.append(dt)
+        spent += dt
+    return Timing(min(times), statistics.median(times), len(times), first)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> tuple[float, float, float] | None:
+    try:
+        return os.getloadavg()
+    except OSError:
+        return None
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def machine_info() -> dict[str, str]:
+    """CPU, core and thread counts, load and memory, as strings for the report header."""
+    info = {
+        "host": platform.node(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "cpu": cpu_model(),
+        "cpus": f"{os.cpu_count()} logical, {_usable_cpus()} usable by this process (XLA's CPU thread pool uses them all)",
+    }
+    load = load_average()
+    if load is not None:
+        info["load average (1/5/15 min)"] = ", ".join(f"{x:.2f}" for x in load)
+    try:
+        with open("/proc/meminfo") as f:
+            mem = {line.split(":")[0]: line.split(":")[1].strip() for line in f}
+        info["memory"] = f"{mem.get('MemTotal', '?')} total, {mem.get('MemAvailable', '?')} available"
+    except OSError:
+        pass
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "XLA_FLAGS") if k in os.environ}
+    if env:
+        info["environment"] = ", ".join(f"{k}={v}" for k, v in env.items())
+    return info
