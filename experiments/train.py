@@ -187,6 +187,8 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, progress=None) 
         backend.load_state(saved["backend"])
         rows = saved["rows"]
         print(f"resumed from {checkpoint} after epoch {len(rows)}", file=sys.stderr)
+        # A run killed between its metrics line and its checkpoint left one line too many: rewrite from the rows.
+        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     else:
         (out / "metrics.jsonl").write_text("")
     (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
@@ -228,7 +230,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-batch-size", type=int, default=1000)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
     p.add_argument("--lr", type=float, default=None, help="default: 0.001 (sgd, adam, rmsprop), 1.0 (adadelta)")
-    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--momentum", type=float, default=0.9, help="sgd")
+    p.add_argument("--beta1", type=float, default=0.9, help="adam")
+    p.add_argument("--beta2", type=float, default=0.999, help="adam")
+    p.add_argument("--alpha", type=float, default=0.99, help="rmsprop: decay of the squared-gradient average")
+    p.add_argument("--rho", type=float, default=0.9, help="adadelta (the CIFAR-10 study uses 0.95)")
+    p.add_argument("--eps", type=float, default=None, help="default: 1e-8 (adam, rmsprop), 1e-6 (adadelta)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--decay-every", type=int, default=0, help="step learning-rate decay every N epochs")
     p.add_argument("--decay-gamma", type=float, default=0.1)
@@ -246,7 +253,8 @@ def _parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     lr = args.lr if args.lr is not None else (1.0 if args.optimizer == "adadelta" else 0.001)
     optimizer = OptimizerConfig(
-        args.optimizer, learning_rate=lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        args.optimizer, learning_rate=lr, momentum=args.momentum, b1=args.beta1, b2=args.beta2,
+        decay=args.alpha, rho=args.rho, eps=args.eps, weight_decay=args.weight_decay,
         decay_every=args.decay_every, decay_gamma=args.decay_gamma,
     )
     return RunConfig(

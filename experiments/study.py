@@ -1,0 +1,99 @@
+"""Run one of the thesis's studies (see :mod:`experiments.studies`) with one backend.
+
+    python -m experiments.study mnist-table --backend jax
+    python -m experiments.study mnist-table --backend torch --only tt-tt tt-fc
+    python -m experiments.study --list
+
+Runs go one after the other into ``experiments/results/<study>/<run>-<backend>/``. A run whose ``summary.json``
+shows all its epochs is skipped; a run with a checkpoint (killed earlier) is resumed from it with identical
+results; a run that diverges is recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or
+lengthens) every run, e.g. to give ``fc-fc`` only what fits; the summary records epochs run and planned.
+Afterwards, ``python -m experiments.report`` regenerates ``experiments/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir, run_name
+from experiments.train import CHECKPOINT, DivergenceError, RunConfig, train
+
+__all__ = ["main", "run_study"]
+
+
+def _done(out: Path, config: RunConfig) -> bool:
+    path = out / "summary.json"
+    if not path.exists():
+        return False
+    summary = json.loads(path.read_text())
+    return summary.get("epochs_run", 0) >= config.epochs and summary.get("limit") == config.limit
+
+
+def run_study(study: Study, backend: str, *, only: list[str] | None = None, epochs: int | None = None,
+              limit: int | None = None, max_batches: int | None = None, results: Path = RESULTS_DIR,
+              progress=None) -> list[dict]:
+    """Runs (or resumes, or skips) every run of ``study``; returns one status dict per run."""
+    statuses = []
+    for config in study.for_backend(backend):
+        if only and config.model not in only and run_name(config, label_optimizer=study.label_optimizer) not in only:
+            continue
+        overrides = {k: v for k, v in (("epochs", epochs), ("limit", limit), ("max_batches", max_batches)) if v}
+        config = replace(config, **overrides)
+        out = run_dir(study, config, results)
+        status = {"run": out.name, "out": str(out)}
+        if _done(out, config):
+            print(f"[{study.name}] {out.name}: done, skipped", file=sys.stderr)
+            statuses.append({**status, "status": "skipped"})
+            continue
+        resume = (out / CHECKPOINT).exists()
+        print(f"[{study.name}] {out.name}: {'resuming' if resume else 'starting'} ({config.epochs} epochs)",
+              file=sys.stderr)
+        try:
+            summary = train(config, out, resume=resume, progress=progress)
+        except DivergenceError as error:
+            (out / "status.json").write_text(json.dumps({"status": "diverged", "message": str(error)}, indent=2))
+            print(f"[{study.name}] {out.name}: {error}", file=sys.stderr)
+            statuses.append({**status, "status": "diverged", "message": str(error)})
+            continue
+        (out / "status.json").unlink(missing_ok=True)
+        statuses.append({**status, "status": "finished", "test_acc": summary["test_acc"]})
+    return statuses
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments.study", description=__doc__.split("\n\n")[0])
+    p.add_argument("study", nargs="?", choices=sorted(STUDIES))
+    p.add_argument("--backend", choices=("jax", "torch"), default="jax")
+    p.add_argument("--only", nargs="+", help="run only these models (or run names, e.g. tt-tt-adam)")
+    p.add_argument("--epochs", type=int, help="override every run's epoch count")
+    p.add_argument("--limit", type=int, help="examples per split (smoke runs)")
+    p.add_argument("--max-batches", type=int, help="training batches per epoch (time-boxed runs)")
+    p.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"default: {RESULTS_DIR}")
+    p.add_argument("--list", action="store_true", help="list the studies and their runs")
+    return p
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = _parser().parse_args(argv)
+    if args.list or args.study is None:
+        for study in STUDIES.values():
+            print(f"{study.name}: {study.description}")
+            for config in study.for_backend(args.backend):
+                opt = config.optimizer
+                print(f"    {run_dir(study, config, args.results).name}: {config.dataset} {config.model}, "
+                      f"{config.epochs} epochs, batch {config.batch_size}, {opt.name} lr {opt.learning_rate}")
+        return []
+    statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
+                         limit=args.limit, max_batches=args.max_batches, results=args.results)
+    for s in statuses:
+        extra = f" test acc {100 * s['test_acc']:.2f}%" if "test_acc" in s else ""
+        print(f"{s['run']}: {s['status']}{extra}")
+    return statuses
+
+
+if __name__ == "__main__":
+    main()

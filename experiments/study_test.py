@@ -1,0 +1,46 @@
+"""Studies, the study CLI and the results report, on a tiny slice of MNIST (JAX, a few seconds)."""
+
+import json
+
+import pytest
+
+from experiments import report, study
+from experiments.data import DataNotFoundError, load_dataset
+from experiments.presets import get_preset
+from experiments.studies import STUDIES, run_dir
+
+
+def test_every_study_run_names_a_preset_of_its_dataset_and_distinct_dirs() -> None:
+    for s in STUDIES.values():
+        dirs = [run_dir(s, c) for c in s.for_backend("jax")]
+        assert len(set(dirs)) == len(dirs), s.name
+        for config in s.runs:
+            assert get_preset(config.model).dataset == config.dataset
+    assert {c.optimizer.name for c in STUDIES["optimizers"].runs} == {"sgd", "adam", "rmsprop", "adadelta"}
+    assert all(c.epochs == 25 and c.batch_size == 100 for c in STUDIES["mnist-table"].runs)
+    assert all(c.optimizer.name == "adadelta" and c.epochs == 100 for c in STUDIES["cifar-table"].runs)
+
+
+def test_report_of_an_empty_results_folder(tmp_path) -> None:
+    text = report.render(tmp_path)
+    assert "not run yet" in text and "CIFAR-10 (JPEG q75 copy)" in text
+    assert "| tt-tt | jax | 791,294 | 791,294 |" in text
+
+
+def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
+    try:
+        load_dataset("mnist", limit=10)
+    except DataNotFoundError as error:
+        pytest.skip(f"MNIST not available: {error}")
+    args = ["mnist-table", "--backend", "jax", "--only", "tt-tt-tt", "--epochs", "1", "--limit", "300",
+            "--max-batches", "2", "--results", str(tmp_path)]
+    first = study.main(args)
+    assert [s["status"] for s in first] == ["finished"]
+    out = tmp_path / "mnist-table" / "tt-tt-tt-jax"
+    assert json.loads((out / "summary.json").read_text())["epochs_run"] == 1
+    assert [s["status"] for s in study.main(args)] == ["skipped"]
+    output = tmp_path / "RESULTS.md"
+    report.main(["--results", str(tmp_path), "--output", str(output)])
+    text = output.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| tt-tt-tt | jax |"))
+    assert "shortened: 1 of 25 planned epochs" in row and "data limited to 300" in row and "(ep 1)" in row
