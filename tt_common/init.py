@@ -18,10 +18,31 @@ from typing import Literal
 
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["Distribution", "FanMode", "core_std", "target_variance", "TRUNCATED_NORMAL_STD"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "Distribution",
+    "FanMode",
+    "NAMED_INITIALIZERS",
+    "TRUNCATED_NORMAL_STD",
+    "check_distribution",
+    "core_std",
+    "target_variance",
+]
 
 FanMode = Literal["fan_in", "fan_out", "fan_avg"]
 Distribution = Literal["normal", "truncated_normal", "uniform"]
+
+DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
+
+# The dense initializers that both frameworks offer by name: (scale, mode, distribution).
+NAMED_INITIALIZERS: dict[str, tuple[float, FanMode, Distribution]] = {
+    "glorot_normal": (1.0, "fan_avg", "normal"),  # 2 / (M + N), Glorot & Bengio 2010
+    "glorot_uniform": (1.0, "fan_avg", "uniform"),
+    "he_normal": (2.0, "fan_in", "normal"),  # 2 / M, He et al. 2015, for ReLU networks
+    "he_uniform": (2.0, "fan_in", "uniform"),
+    "lecun_normal": (1.0, "fan_in", "normal"),  # 1 / M: Flax's default kernel variance
+    "lecun_uniform": (1.0, "fan_in", "uniform"),
+}
 
 # Standard deviation of a standard normal truncated to [-2, 2] (as in jax.nn.initializers).
 TRUNCATED_NORMAL_STD = 0.87962566103423978
@@ -43,6 +64,12 @@ def target_variance(shape: TTMatrixShape, scale: float, mode: FanMode) -> float:
     if not scale > 0:
         raise ValueError(f"scale must be positive, got {scale}")
     return scale / fans[mode]
+
+
+def check_distribution(distribution: str) -> None:
+    """Raises a ``ValueError`` unless ``distribution`` is one of :data:`DISTRIBUTIONS`."""
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
 
 
 def core_std(shape: TTMatrixShape, variance: float) -> float:

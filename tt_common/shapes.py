@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "TTMatrixShape",
+    "TTShapeProperties",
     "check_input_features",
     "max_ranks",
     "normalize_ranks",
@@ -237,3 +238,29 @@ class TTMatrixShape:
                 f"(prod {self.in_features}) and out_modes={self.out_modes} (prod {self.out_features}): "
                 f"expected {layout} shape {want}"
             )
+
+
+class TTShapeProperties:
+    """The shape accessors that ``tt_jax.TTLinear`` and ``tt_torch.TTLinear`` share (from ``self.shape``)."""
+
+    shape: TTMatrixShape
+
+    @property
+    def in_modes(self) -> tuple[int, ...]:
+        return self.shape.in_modes
+
+    @property
+    def out_modes(self) -> tuple[int, ...]:
+        return self.shape.out_modes
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return self.shape.ranks
+
+    @property
+    def in_features(self) -> int:
+        return self.shape.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.shape.out_features

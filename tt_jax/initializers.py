@@ -20,7 +20,15 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from tt_common.init import TRUNCATED_NORMAL_STD, Distribution, FanMode, core_std, target_variance
+from tt_common.init import (
+    NAMED_INITIALIZERS,
+    TRUNCATED_NORMAL_STD,
+    Distribution,
+    FanMode,
+    check_distribution,
+    core_std,
+    target_variance,
+)
 from tt_common.shapes import TTMatrixShape
 
 __all__ = [
@@ -42,10 +50,8 @@ def _sample(key: jax.Array, shape: tuple[int, ...], std: float, distribution: st
         return std * jax.random.normal(key, shape, dtype)
     if distribution == "truncated_normal":
         return (std / TRUNCATED_NORMAL_STD) * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
-    if distribution == "uniform":
-        bound = std * 3.0**0.5
-        return jax.random.uniform(key, shape, dtype, -bound, bound)
-    raise ValueError(f"distribution must be 'normal', 'truncated_normal' or 'uniform', got {distribution!r}")
+    bound = std * 3.0**0.5  # uniform
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
 def variance_scaling(
@@ -53,6 +59,7 @@ def variance_scaling(
 ) -> CoresInitializer:
     """Cores whose dense matrix has entry variance ``scale / fan`` (``fan`` by ``mode``)."""
     target_variance(TTMatrixShape.create((1,), (1,), 1), scale, mode)  # validates early
+    check_distribution(distribution)
 
     def init(key: jax.Array, shape: TTMatrixShape, dtype=jnp.float32) -> tuple[jax.Array, ...]:
         std = core_std(shape, target_variance(shape, scale, mode))
@@ -62,28 +69,20 @@ def variance_scaling(
     return init
 
 
-def glorot_normal() -> CoresInitializer:
-    """Dense variance ``2 / (M + N)`` (Glorot & Bengio 2010)."""
-    return variance_scaling(1.0, "fan_avg", "normal")
+def _named(name: str) -> Callable[[], CoresInitializer]:
+    scale, mode, distribution = NAMED_INITIALIZERS[name]
+
+    def initializer() -> CoresInitializer:
+        return variance_scaling(scale, mode, distribution)
+
+    initializer.__name__ = initializer.__qualname__ = name
+    initializer.__doc__ = f"Cores whose dense matrix has the variance of ``{name}``: ``{scale:g} / {mode}``, {distribution} cores."
+    return initializer
 
 
-def glorot_uniform() -> CoresInitializer:
-    return variance_scaling(1.0, "fan_avg", "uniform")
-
-
-def he_normal() -> CoresInitializer:
-    """Dense variance ``2 / M`` (He et al. 2015), for ReLU networks."""
-    return variance_scaling(2.0, "fan_in", "normal")
-
-
-def he_uniform() -> CoresInitializer:
-    return variance_scaling(2.0, "fan_in", "uniform")
-
-
-def lecun_normal() -> CoresInitializer:
-    """Dense variance ``1 / M``: the variance of ``nnx.Linear``'s default kernel."""
-    return variance_scaling(1.0, "fan_in", "normal")
-
-
-def lecun_uniform() -> CoresInitializer:
-    return variance_scaling(1.0, "fan_in", "uniform")
+glorot_normal = _named("glorot_normal")
+glorot_uniform = _named("glorot_uniform")
+he_normal = _named("he_normal")
+he_uniform = _named("he_uniform")
+lecun_normal = _named("lecun_normal")  # Flax's default kernel variance 1 / M (nn.Linear's is 1 / (3 M))
+lecun_uniform = _named("lecun_uniform")

@@ -14,7 +14,7 @@ from flax.nnx.nn import dtypes, initializers
 
 from tt_common.contraction import Direction, choose_direction, tt_matmul
 from tt_common.reference import TTDecomposition, tt_round, tt_svd
-from tt_common.shapes import TTMatrixShape
+from tt_common.shapes import TTMatrixShape, TTShapeProperties
 from tt_jax.initializers import CoresInitializer, lecun_normal
 
 __all__ = ["TTCore", "TTLinear"]
@@ -27,7 +27,7 @@ class TTCore(nnx.Param):
     """A TT core, shape ``(r_{k-1}, m_k, n_k, r_k)``: an ``nnx.Param`` that filters can select."""
 
 
-class TTLinear(nnx.Module):
+class TTLinear(TTShapeProperties, nnx.Module):
     """A linear layer ``y = x @ W + b`` with ``W`` (``M x N``) held as TT cores.
 
     ``W[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] @ ... @ G_d[:, i_d, j_d, :]``
@@ -93,26 +93,6 @@ class TTLinear(nnx.Module):
         self.shape.check_cores([c.shape for c in cores])
         self.cores = nnx.List([TTCore(c) for c in cores])
         self.bias = nnx.Param(bias_init(rngs.params(), (self.shape.out_features,), param_dtype)) if use_bias else None
-
-    @property
-    def in_modes(self) -> tuple[int, ...]:
-        return self.shape.in_modes
-
-    @property
-    def out_modes(self) -> tuple[int, ...]:
-        return self.shape.out_modes
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return self.shape.ranks
-
-    @property
-    def in_features(self) -> int:
-        return self.shape.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.shape.out_features
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
         """Applies the layer to the last axis of ``inputs``: ``(..., M) -> (..., N)``."""

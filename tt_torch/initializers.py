@@ -24,7 +24,15 @@ from dataclasses import dataclass
 
 import torch
 
-from tt_common.init import TRUNCATED_NORMAL_STD, Distribution, FanMode, core_std, target_variance
+from tt_common.init import (
+    NAMED_INITIALIZERS,
+    TRUNCATED_NORMAL_STD,
+    Distribution,
+    FanMode,
+    check_distribution,
+    core_std,
+    target_variance,
+)
 from tt_common.shapes import TTMatrixShape
 
 __all__ = [
@@ -40,7 +48,6 @@ __all__ = [
 ]
 
 CoresInitializer = Callable[..., tuple[torch.Tensor, ...]]
-_DISTRIBUTIONS = ("normal", "truncated_normal", "uniform")
 
 
 def _sample(
@@ -76,8 +83,7 @@ class VarianceScaling:
 
     def __post_init__(self) -> None:
         target_variance(TTMatrixShape.create((1,), (1,), 1), self.scale, self.mode)  # validates early
-        if self.distribution not in _DISTRIBUTIONS:
-            raise ValueError(f"distribution must be one of {_DISTRIBUTIONS}, got {self.distribution!r}")
+        check_distribution(self.distribution)
 
     def __call__(
         self,
@@ -99,28 +105,20 @@ def variance_scaling(scale: float, mode: FanMode, distribution: Distribution = "
     return VarianceScaling(scale, mode, distribution)
 
 
-def glorot_normal() -> CoresInitializer:
-    """Dense variance ``2 / (M + N)`` (Glorot & Bengio 2010)."""
-    return variance_scaling(1.0, "fan_avg", "normal")
+def _named(name: str) -> Callable[[], CoresInitializer]:
+    scale, mode, distribution = NAMED_INITIALIZERS[name]
+
+    def initializer() -> CoresInitializer:
+        return variance_scaling(scale, mode, distribution)
+
+    initializer.__name__ = initializer.__qualname__ = name
+    initializer.__doc__ = f"Cores whose dense matrix has the variance of ``{name}``: ``{scale:g} / {mode}``, {distribution} cores."
+    return initializer
 
 
-def glorot_uniform() -> CoresInitializer:
-    return variance_scaling(1.0, "fan_avg", "uniform")
-
-
-def he_normal() -> CoresInitializer:
-    """Dense variance ``2 / M`` (He et al. 2015), for ReLU networks."""
-    return variance_scaling(2.0, "fan_in", "normal")
-
-
-def he_uniform() -> CoresInitializer:
-    return variance_scaling(2.0, "fan_in", "uniform")
-
-
-def lecun_normal() -> CoresInitializer:
-    """Dense variance ``1 / M``: Flax's default kernel variance (``nn.Linear``'s default is ``1 / (3 M)``)."""
-    return variance_scaling(1.0, "fan_in", "normal")
-
-
-def lecun_uniform() -> CoresInitializer:
-    return variance_scaling(1.0, "fan_in", "uniform")
+glorot_normal = _named("glorot_normal")
+glorot_uniform = _named("glorot_uniform")
+he_normal = _named("he_normal")
+he_uniform = _named("he_uniform")
+lecun_normal = _named("lecun_normal")  # Flax's default kernel variance 1 / M (nn.Linear's is 1 / (3 M))
+lecun_uniform = _named("lecun_uniform")

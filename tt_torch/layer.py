@@ -11,7 +11,7 @@ from torch import nn
 
 from tt_common.contraction import Direction, choose_direction, tt_matmul
 from tt_common.reference import TTDecomposition, tt_round, tt_svd
-from tt_common.shapes import TTMatrixShape
+from tt_common.shapes import TTMatrixShape, TTShapeProperties
 from tt_torch.initializers import CoresInitializer, lecun_normal
 
 __all__ = ["TTLinear"]
@@ -32,7 +32,7 @@ def _float64_numpy(array: ArrayLike) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-class TTLinear(nn.Module):
+class TTLinear(TTShapeProperties, nn.Module):
     """A linear layer ``y = x W^T + b`` (as ``nn.Linear``) with ``W`` held as TT cores.
 
     The mirror of :class:`tt_jax.TTLinear`: same arguments, same core layout
@@ -121,26 +121,6 @@ class TTLinear(nn.Module):
                 param.copy_(core)
             if self.bias is not None:
                 self.bias_init(self.bias)
-
-    @property
-    def in_modes(self) -> tuple[int, ...]:
-        return self.shape.in_modes
-
-    @property
-    def out_modes(self) -> tuple[int, ...]:
-        return self.shape.out_modes
-
-    @property
-    def ranks(self) -> tuple[int, ...]:
-        return self.shape.ranks
-
-    @property
-    def in_features(self) -> int:
-        return self.shape.in_features
-
-    @property
-    def out_features(self) -> int:
-        return self.shape.out_features
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Applies the layer to the last axis of ``input``: ``(..., M) -> (..., N)``."""
