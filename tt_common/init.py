@@ -14,7 +14,8 @@ LeCun) for every distribution of the core entries.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 from tt_common.shapes import TTMatrixShape
 
@@ -25,6 +26,7 @@ __all__ = [
     "NAMED_INITIALIZERS",
     "TRUNCATED_NORMAL_STD",
     "check_distribution",
+    "named_initializer",
     "core_std",
     "target_variance",
 ]
@@ -82,3 +84,20 @@ def core_std(shape: TTMatrixShape, variance: float) -> float:
     """
     inner = math.prod(shape.ranks[1:-1])
     return (variance / inner) ** (1.0 / (2 * shape.d))
+
+
+def named_initializer(name: str, variance_scaling: Callable[..., Any]) -> Callable[[], Any]:
+    """The zero-argument factory ``name()`` of a framework, from its ``variance_scaling`` and :data:`NAMED_INITIALIZERS`.
+
+    >>> factory = named_initializer("he_normal", lambda *args: args)
+    >>> factory.__name__, factory()
+    ('he_normal', (2.0, 'fan_in', 'normal'))
+    """
+    scale, mode, distribution = NAMED_INITIALIZERS[name]
+
+    def initializer() -> Any:
+        return variance_scaling(scale, mode, distribution)
+
+    initializer.__name__ = initializer.__qualname__ = name
+    initializer.__doc__ = f"Cores whose dense matrix has the variance of ``{name}``: ``{scale:g} / {mode}``, {distribution} cores."
+    return initializer

@@ -21,11 +21,11 @@ import jax
 import jax.numpy as jnp
 
 from tt_common.init import (
-    NAMED_INITIALIZERS,
     TRUNCATED_NORMAL_STD,
     Distribution,
     FanMode,
     check_distribution,
+    named_initializer,
     core_std,
     target_variance,
 )
@@ -69,20 +69,9 @@ def variance_scaling(
     return init
 
 
-def _named(name: str) -> Callable[[], CoresInitializer]:
-    scale, mode, distribution = NAMED_INITIALIZERS[name]
-
-    def initializer() -> CoresInitializer:
-        return variance_scaling(scale, mode, distribution)
-
-    initializer.__name__ = initializer.__qualname__ = name
-    initializer.__doc__ = f"Cores whose dense matrix has the variance of ``{name}``: ``{scale:g} / {mode}``, {distribution} cores."
-    return initializer
-
-
-glorot_normal = _named("glorot_normal")
-glorot_uniform = _named("glorot_uniform")
-he_normal = _named("he_normal")
-he_uniform = _named("he_uniform")
-lecun_normal = _named("lecun_normal")  # Flax's default kernel variance 1 / M (nn.Linear's is 1 / (3 M))
-lecun_uniform = _named("lecun_uniform")
+glorot_normal = named_initializer("glorot_normal", variance_scaling)
+glorot_uniform = named_initializer("glorot_uniform", variance_scaling)
+he_normal = named_initializer("he_normal", variance_scaling)
+he_uniform = named_initializer("he_uniform", variance_scaling)
+lecun_normal = named_initializer("lecun_normal", variance_scaling)  # Flax's default kernel variance 1 / M (nn.Linear's is 1 / (3 M))
+lecun_uniform = named_initializer("lecun_uniform", variance_scaling)
