@@ -34,7 +34,6 @@ Variants (all forward functions ``f(x, cores) -> y``, autodiff for the backward)
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import sys
@@ -43,7 +42,7 @@ import time
 import numpy as np
 
 from benchmarks.layers import LAYERS, LayerConfig, get
-from tt_common.contraction import choose_direction, contraction_flops, tt_matmul
+from tt_common.contraction import _groupings, _state_elements, choose_direction, contraction_flops, merged_shape, tt_matmul
 from tt_common.shapes import TTMatrixShape
 
 # ---------------------------------------------------------------- framework-neutral steps
@@ -98,36 +97,12 @@ def merge_cores(cores, groups, *, einsum):
     return out
 
 
-def merged_shape(shape: TTMatrixShape, groups) -> TTMatrixShape:
-    m, n, r = shape.in_modes, shape.out_modes, shape.ranks
-    mm, nn, rr, i = [], [], [1], 0
-    for g in groups:
-        mm.append(math.prod(m[i : i + g]))
-        nn.append(math.prod(n[i : i + g]))
-        i += g
-        rr.append(r[i])
-    return TTMatrixShape(tuple(mm), tuple(nn), tuple(rr))
-
-
-def all_groupings(d: int):
-    for cuts in itertools.product((0, 1), repeat=d - 1):
-        groups, run = [], 1
-        for c in cuts:
-            if c:
-                groups.append(run)
-                run = 1
-            else:
-                run += 1
-        groups.append(run)
-        yield tuple(groups)
-
-
 def step_cost(shape: TTMatrixShape, batch: int, *, gflops: float, gbps: float, overhead_s: float):
     """Cost model of the best direction of ``shape``: FLOPs / matmul rate + state bytes / bandwidth + overhead/step."""
     best = None
     for direction in ("ltr", "rtl"):
         flops = sum(contraction_flops(shape, batch, direction))
-        sizes = _state_sizes(shape, batch, direction)
+        sizes = _state_elements(shape, batch, direction)
         traffic = 4 * sum(a + b for a, b in zip(sizes, sizes[1:]))
         t = flops / (gflops * 1e9) + traffic / (gbps * 1e9) + overhead_s * shape.d
         if best is None or t < best[0]:
@@ -135,19 +110,10 @@ def step_cost(shape: TTMatrixShape, batch: int, *, gflops: float, gbps: float, o
     return best
 
 
-def _state_sizes(shape: TTMatrixShape, batch: int, direction: str) -> list[int]:
-    m, n, r, d = shape.in_modes, shape.out_modes, shape.ranks, shape.d
-    if direction == "ltr":
-        after = [r[k + 1] * math.prod(n[: k + 1]) * math.prod(m[k + 1 :]) for k in range(d)]
-    else:
-        after = [r[k] * math.prod(m[:k]) * math.prod(n[k:]) for k in range(d - 1, -1, -1)]
-    return [batch * s for s in [shape.in_features, *after]]
-
-
 def plan_groups(shape: TTMatrixShape, batch: int, *, gflops=100.0, gbps=10.0, overhead_s=20e-6, max_params=2**16):
     """The grouping of adjacent cores (and direction) of least modelled cost; merged cores stay small."""
     best = None
-    for groups in all_groupings(shape.d):
+    for groups in _groupings(shape.d):
         ms = merged_shape(shape, groups)
         if max(math.prod(s) for s in ms.core_shapes) > max_params:
             continue

@@ -33,7 +33,6 @@ Choices the thesis leaves open (found by ``python -m experiments.search_modes``)
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 from tt_common.shapes import TTMatrixShape
@@ -55,11 +54,11 @@ class TT:
 
     @property
     def in_features(self) -> int:
-        return math.prod(self.in_modes)
+        return self.shape.in_features
 
     @property
     def out_features(self) -> int:
-        return math.prod(self.out_modes)
+        return self.shape.out_features
 
     def param_count(self) -> int:
         return self.shape.num_params + self.out_features

@@ -227,6 +227,15 @@ class TTMatrixShape:
         if got != self:
             raise ValueError(f"cores of shapes {[tuple(s) for s in core_shapes]} do not match {self}")
 
+    def check_bias(self, bias_shape: Sequence[int] | None, use_bias: bool = True) -> None:
+        """Raises a ``ValueError`` unless a given bias has shape ``(N,)`` and the layer uses one."""
+        if bias_shape is None:
+            return
+        if tuple(bias_shape) != (self.out_features,):
+            raise ValueError(f"bias must have shape ({self.out_features},), got {tuple(bias_shape)}")
+        if not use_bias:
+            raise ValueError("a bias was given but use_bias=False")
+
     def check_kernel(self, kernel_shape: Sequence[int], layout: str = "(in, out)") -> None:
         """Raises a ``ValueError`` unless a dense kernel of ``kernel_shape`` fits the modes."""
         want = (self.in_features, self.out_features)

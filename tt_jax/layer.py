@@ -161,10 +161,7 @@ class TTLinear(TTShapeProperties, nnx.Module):
         cls, decomposition: TTDecomposition, bias: jax.Array | np.ndarray | None, **kwargs
     ) -> TTLinear:
         shape = decomposition.shape
-        if bias is not None and tuple(np.shape(bias)) != (shape.out_features,):
-            raise ValueError(f"bias must have shape ({shape.out_features},), got {tuple(np.shape(bias))}")
-        if bias is not None and not kwargs.get("use_bias", True):
-            raise ValueError("a bias was given but use_bias=False")
+        shape.check_bias(None if bias is None else np.shape(bias), kwargs.get("use_bias", True))
 
         def cores_init(key, shape, dtype):
             return tuple(jnp.asarray(c, dtype) for c in decomposition.cores)

@@ -225,10 +225,7 @@ class TTLinear(TTShapeProperties, nn.Module):
         cls, decomposition: TTDecomposition, bias: ArrayLike | None, **kwargs: Any
     ) -> TTLinear:
         shape = decomposition.shape
-        if bias is not None and tuple(bias.shape) != (shape.out_features,):
-            raise ValueError(f"bias must have shape ({shape.out_features},), got {tuple(bias.shape)}")
-        if bias is not None and not kwargs.get("use_bias", True):
-            raise ValueError("a bias was given but use_bias=False")
+        shape.check_bias(None if bias is None else bias.shape, kwargs.get("use_bias", True))
         device = kwargs.pop("device", None)
         device = torch.get_default_device() if device is None else device
         # Built on the meta device: no random draws, then filled with the decomposition.
