@@ -305,10 +305,14 @@ def _ltr(x, cores, shape: TTMatrixShape, batch: int, permute: Permute, matmul) -
         rows = r[k] * m[k]
         cols = size // m[k]
         left = permute(core, (2, 3, 0, 1)).reshape(n[k] * r[k + 1], rows)
+        if k == shape.d - 1:
+            # r_d = 1: the transposed product (cols, n_d) = ([B, n_1..n_{d-1}], n_d) is already a
+            # row-major (B, N); BLAS reads the transposed operands in place, nothing is copied.
+            return matmul(state.reshape(rows, cols).T, left.T).reshape(batch, shape.out_features)
         state = matmul(left, state.reshape(rows, cols))  # (n_k r_k, cols)
         state = state.reshape(n[k], r[k + 1] * cols).T  # (r_k cols, n_k)
         size = cols * n[k]
-    return state.reshape(batch, shape.out_features)
+    raise AssertionError("unreachable: the loop returns at the last core")
 
 
 def _rtl(x, cores, shape: TTMatrixShape, batch: int, permute: Permute, matmul) -> Any:
@@ -316,11 +320,32 @@ def _rtl(x, cores, shape: TTMatrixShape, batch: int, permute: Permute, matmul) -
     m, n, r = shape.in_modes, shape.out_modes, shape.ranks
     size = batch * shape.in_features
     state = x
-    for k in range(shape.d - 1, -1, -1):
+    for k in range(shape.d - 1, 0, -1):
         cols = m[k] * r[k + 1]
         rows = size // m[k]
         right = permute(cores[k], (1, 3, 0, 2)).reshape(cols, r[k] * n[k])
         state = matmul(state.reshape(rows, cols), right)  # (rows, r_{k-1} n_k)
         state = state.reshape(rows * r[k], n[k]).T  # (n_k, rows r_{k-1})
         size = rows * n[k]
-    return state.reshape(shape.out_features, batch).T
+    return _rtl_last(state, cores[0], shape, batch, permute, matmul)
+
+
+def _rtl_last(state, core, shape: TTMatrixShape, batch: int, permute: Permute, matmul) -> Any:
+    """Core 1 (``r_0 = 1``): the state ``([n_2..n_d, B], m_1 r_1)`` becomes a row-major ``(B, N)``.
+
+    The batch index sits inside the state, so one transpose is unavoidable; it
+    is made on the narrower side: the state (``m_1 r_1`` columns, then a
+    broadcast batched product) or the output (``n_1`` columns). Either way the
+    result is row-major, so that what follows (bias, batch norm, another TT
+    layer) reads it without a copy.
+    """
+    m1, n1, r1 = shape.in_modes[0], shape.out_modes[0], shape.ranks[1]
+    rest = math.prod(shape.out_modes[1:])
+    right = permute(core, (1, 3, 0, 2)).reshape(m1 * r1, n1)
+    if m1 * r1 < n1:
+        state = permute(state.reshape(rest, batch, m1 * r1), (1, 2, 0))  # (B, m_1 r_1, rest)
+        # (1, n_1, m_1 r_1) and not a 2-D left side: torch.matmul would fold a 2-D one into one product
+        # whose (B, rest, n_1) result then needs the very transpose we avoid.
+        return matmul(right.T[None], state).reshape(batch, shape.out_features)  # (B, n_1, rest)
+    out = matmul(state.reshape(rest * batch, m1 * r1), right)  # ([n_2..n_d, B], n_1)
+    return out.reshape(rest, batch * n1).T.reshape(batch, shape.out_features)

@@ -50,8 +50,9 @@ def test_flop_formula_counts_the_matmuls_actually_run(shape, batch, direction) -
     counted = []
 
     def counting_matmul(a, b):
-        counted.append(2 * a.shape[0] * a.shape[1] * b.shape[1])
-        return a @ b
+        out = a @ b  # 2-D, or a broadcast batched product: count every matrix of the batch
+        counted.append(2 * math.prod(out.shape[:-2]) * a.shape[-2] * a.shape[-1] * b.shape[-1])
+        return out
 
     x = np.ones((batch, shape.in_features))
     tt_matmul(x, _random_cores(shape, 0), shape, direction, matmul=counting_matmul)

@@ -10,14 +10,25 @@ from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, nor
 
 
 @st.composite
-def tt_shapes(draw, max_d: int = 6, max_mode: int = 8, max_rank: int = 8) -> TTMatrixShape:
+def tt_shapes(
+    draw, max_d: int = 6, max_mode: int = 8, max_rank: int = 8, max_dense: int | None = 2**16
+) -> TTMatrixShape:
+    """Random TT shapes whose dense matrix has at most ``max_dense`` elements (``None``: no bound).
+
+    The bound keeps dense references small: without it, 6 modes of 8 make a 2**36-element W.
+    """
     d = draw(st.integers(1, max_d))
-    modes = st.lists(st.integers(1, max_mode), min_size=d, max_size=d)
+    budget = math.inf if max_dense is None else max_dense
+    in_modes, out_modes = [], []
+    for _ in range(d):
+        for modes in (in_modes, out_modes):
+            modes.append(draw(st.integers(1, int(min(max_mode, budget)))))
+            budget //= modes[-1]
     ranks = [1] + draw(st.lists(st.integers(1, max_rank), min_size=d - 1, max_size=d - 1)) + [1]
-    return TTMatrixShape.create(draw(modes), draw(modes), ranks)
+    return TTMatrixShape.create(in_modes, out_modes, ranks)
 
 
-@given(tt_shapes())
+@given(tt_shapes(max_dense=None))
 def test_shape_invariants(shape: TTMatrixShape) -> None:
     assert len(shape.ranks) == shape.d + 1
     assert shape.ranks[0] == shape.ranks[-1] == 1

@@ -49,6 +49,25 @@ def test_forward_matches_the_float64_reference(direction: str, batch_shape: tupl
     np.testing.assert_allclose(y.detach().numpy(), tt_matmul_reference(x.numpy(), cores, bias), rtol=FLOAT64_RTOL)
 
 
+@pytest.mark.parametrize("direction", ["ltr", "rtl"])
+@pytest.mark.parametrize("in_modes, out_modes", [((2, 2, 7), (8, 16, 4)), ((7, 4, 2), (2, 3, 2))])
+def test_outputs_are_row_major_and_exact(direction: str, in_modes, out_modes) -> None:
+    """Wide and narrow first output modes take the two forms of the last step; both hand on a contiguous tensor."""
+    torch.manual_seed(0)
+    layer = TTLinear(in_modes, out_modes, 3, direction=direction, dtype=torch.float64)
+    x = _x(5, layer.in_features).requires_grad_()
+    y = layer(x)
+    assert y.is_contiguous()  # the next layer (bias, batch norm, TT) reads it without a copy
+    cores, bias = _numpy(layer)
+    np.testing.assert_allclose(y.detach().numpy(), tt_matmul_reference(x.detach().numpy(), cores, bias),
+                               rtol=FLOAT64_RTOL)
+    g = _x(5, layer.out_features)
+    got = torch.autograd.grad((y * g).sum(), [x, *layer.cores])
+    want = torch.autograd.grad(((x @ layer.to_dense().T) * g).sum(), [x, *layer.cores])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_direction_rule_is_the_shared_one() -> None:
     for in_modes, out_modes in [((2, 2, 7, 4, 7), (8, 16, 16, 16, 8)), ((8, 16, 16, 16, 8), (2, 2, 7, 4, 7))]:
         layer = TTLinear(in_modes, out_modes, 4, device="meta")
