@@ -32,8 +32,8 @@ HIDDEN = (12, 8)
 class JaxNet(nnx.Module):
     def __init__(self, *, param_dtype=jnp.float32, dropout: float = 0.3, bn_momentum: float = 0.99, rngs: nnx.Rngs):
         kw = {"param_dtype": param_dtype, "rngs": rngs}
-        norm = nnx.BatchNorm(HIDDEN[0], momentum=bn_momentum, **kw)
-        # nnx.BatchNorm keeps its running statistics in float32 whatever param_dtype; torch keeps
+        norm = tt_jax.BatchNorm(HIDDEN[0], momentum=bn_momentum, **kw)
+        # tt_jax.BatchNorm (as nnx.BatchNorm) keeps its running statistics in float32 whatever param_dtype; torch keeps
         # them in the parameter dtype. Match torch, so float64 training parity is float64-tight.
         norm.mean.set_value(norm.mean[...].astype(param_dtype))
         norm.var.set_value(norm.var[...].astype(param_dtype))

@@ -7,8 +7,9 @@
 1152
 """
 
-from tt_jax import initializers, transfer
+from tt_jax import initializers, rows, transfer
+from tt_jax.batch_norm import BatchNorm
 from tt_jax.layer import TTCore, TTLinear
 from tt_jax.report import compression_report, layer_reports
 
-__all__ = ["TTCore", "TTLinear", "compression_report", "initializers", "layer_reports", "transfer"]
+__all__ = ["BatchNorm", "TTCore", "TTLinear", "compression_report", "initializers", "layer_reports", "rows", "transfer"]

@@ -16,11 +16,27 @@ from tt_common.contraction import Direction, choose_direction, tt_matmul
 from tt_common.reference import TTDecomposition, tt_round, tt_svd
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
 from tt_jax.initializers import CoresInitializer, lecun_normal
+from tt_jax.rows import broadcast_rows
 
 __all__ = ["TTCore", "TTLinear"]
 
 default_cores_init = lecun_normal()
 default_bias_init = initializers.zeros_init()
+
+
+def _matmul(a: jax.Array, b: jax.Array, precision=None) -> jax.Array:
+    """``a @ b``, with a broadcast ``(1, p, q) @ (B, q, s)`` made a batched product with a ``(B, p, s)`` result.
+
+    ``jnp.matmul`` drops the size-1 batch axis and contracts ``(p, q)`` with
+    ``(B, q, s)`` into ``(p, B, s)``, which XLA:CPU then transposes inside the
+    next fusion, reading the large result with strides (slow): the exact
+    transpose the last step of :func:`tt_common.contraction.tt_matmul` avoids.
+    """
+    if a.ndim == 3 and b.ndim == 3 and a.shape[0] == 1 and b.shape[0] != 1:
+        a = jnp.broadcast_to(a, (b.shape[0], *a.shape[1:]))
+        dims = (((2,), (1,)), ((0,), (0,)))
+        return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=jnp.result_type(a, b))
+    return jnp.matmul(a, b, precision=precision)
 
 
 class TTCore(nnx.Param):
@@ -105,10 +121,11 @@ class TTLinear(TTShapeProperties, nnx.Module):
             self.shape,
             self.direction,
             permute=jnp.transpose,
-            matmul=functools.partial(jnp.matmul, precision=self.precision),
+            matmul=functools.partial(_matmul, precision=self.precision),
             groups="auto",
         )
-        return y if bias is None else y + bias
+        # broadcast_rows: the bias gradient as a matrix product, not XLA:CPU's slow column sum (tt_jax.rows).
+        return y if bias is None else y + broadcast_rows(bias, y.shape)
 
     def to_dense(self) -> jax.Array:
         """The dense ``(M, N)`` kernel (the layout of ``nnx.Linear``), differentiable."""
