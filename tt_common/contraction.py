@@ -5,7 +5,14 @@ returns ``x @ W`` of shape ``(..., N)`` without ever building ``W``. It only
 uses ``reshape``, the 2-D transpose ``.T`` and the matrix product, which NumPy,
 JAX and PyTorch arrays share, plus a ``permute`` function for the cores
 (NumPy/JAX ``transpose(axes)`` vs PyTorch ``permute(*dims)``). Each step is one
-matrix product followed by one 2-D transpose.
+matrix product followed by one 2-D transpose, except the last, which writes the
+result directly as a row-major ``(B, N)`` array: the next layer (a bias, a batch
+norm, another TT layer) then reads it without a copy. Right to left, the batch
+index sits inside the last state, so that step transposes whichever side is
+narrower (the state, then a broadcast ``(1, n_1, m_1 r_1) @ (B, m_1 r_1, .)``
+product, or the output); left to right, it multiplies the transposed operands in
+place. On the thesis's ``tt-tt`` network this took a torch training step from
+588 to 320 ms on our 2-core CPU.
 
 Two directions contract the same product:
 
