@@ -34,6 +34,7 @@ from benchmarks import report
 from benchmarks.candidate import Skip
 from benchmarks.layers import LAYERS, get
 from benchmarks.timing import load_average, machine_info, measure
+from tt_common.memory import retain_freed_memory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 QUICK_OUT = Path(__file__).resolve().parent / "RESULTS-quick.md"
@@ -86,6 +87,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "spent, its remaining measurements are skipped (and listed as such)",
     )
     p.add_argument("--cpus", type=int, default=None, help="pin the run to this many CPUs (default: all usable)")
+    p.add_argument(
+        "--retain-memory",
+        action="store_true",
+        help="keep freed memory in each worker (tt_common.memory.retain_freed_memory: no page faults on reused "
+        "large buffers; glibc only); default: malloc as a user's process has it",
+    )
     p.add_argument("--worker", choices=["jax", "torch"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=f"markdown file to write (default {DEFAULT_OUT.name}; quick: {QUICK_OUT.name})")
@@ -154,6 +161,8 @@ def worker(args) -> None:
     """
     fw = args.worker
     started = time.perf_counter()
+    if args.retain_memory and not retain_freed_memory():
+        raise SystemExit("--retain-memory: this C library is not glibc (or $TT_RETAIN_MEMORY is 0)")
     device = _setup_device(fw, args.device)
     if fw == "jax":
         from benchmarks import candidates_jax as mod
@@ -265,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"a first call over {args.single_call_s} s is the only one, marked ¹); memory at batch {args.memory_batch}; "
         f"float32, TF32 off; one process per framework"
         + (f"; pinned to {args.cpus} CPUs" if args.cpus else "")
+        + ("; freed memory kept in the process (`--retain-memory`)" if args.retain_memory else "; default malloc")
     )
     header["devices"] = ", ".join(f"{k}: {v}" for k, v in res.devices.items())
     for info in res.versions.values():

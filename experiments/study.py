@@ -19,6 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from tt_common.memory import retain_freed_memory
 from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir, run_name
 from experiments.train import CHECKPOINT, DivergenceError, RunConfig, train
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"    {run_dir(study, config, args.results).name}: {config.dataset} {config.model}, "
                       f"{config.epochs} epochs, batch {config.batch_size}, {opt.name} lr {opt.learning_rate}")
         return []
+    retain_freed_memory()  # see tt_common.memory; $TT_RETAIN_MEMORY=0 turns it off
     statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
                          limit=args.limit, max_batches=args.max_batches, results=args.results)
     for s in statuses:

@@ -18,6 +18,7 @@ import statistics
 import time
 
 from experiments.data import iterate_batches, load_dataset, num_batches
+from tt_common.memory import retain_freed_memory
 from experiments.optim import OptimizerConfig
 from experiments.presets import get_preset
 from experiments.studies import CIFAR_NETWORKS, MNIST_NETWORKS
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     models = args.models or list(MNIST_NETWORKS if args.dataset == "mnist" else CIFAR_NETWORKS)
     epochs = args.epochs or (25 if args.dataset == "mnist" else 100)
+    print(f"freed memory retained in the process (tt_common.memory): {'yes' if retain_freed_memory() else 'no'}\n")
     print(f"| network | backend | device | params | step | eval / 1000 ex. | epoch (est.) | {epochs} epochs (est.) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     results = []

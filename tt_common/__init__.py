@@ -14,6 +14,7 @@ from tt_common.contraction import (
 )
 from tt_common.factorize import factorizations, factorize, suggest_shape
 from tt_common.init import core_std, target_variance
+from tt_common.memory import retain_freed_memory
 from tt_common.reference import TTDecomposition, tt_matmul_reference, tt_round, tt_svd, tt_to_dense
 from tt_common.report import LayerReport, dense_layer_report, format_report, tt_layer_report
 from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, normalize_ranks, validate_modes
@@ -36,6 +37,7 @@ __all__ = [
     "max_ranks",
     "normalize_ranks",
     "reconstruction_flops",
+    "retain_freed_memory",
     "suggest_shape",
     "target_variance",
     "tt_layer_report",
