@@ -82,6 +82,8 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
         notes.append(f"data limited to {summary['limit']} examples per split")
     if summary.get("max_batches_per_epoch"):
         notes.append(f"{summary['max_batches_per_epoch']} batches per epoch")
+    if summary.get("freed_memory_retained"):
+        notes.append("freed memory retained")
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
     return (
         f"{head}{thesis} {_pct(summary['test_acc'])} (ep {summary['epoch_chosen_on_val']}) | "
@@ -111,7 +113,10 @@ def render(results: Path = RESULTS_DIR) -> str:
         "- **best test acc (thesis protocol)**: the best test accuracy over all epochs, i.e. the epoch chosen on "
         "the test set, as the thesis did. Optimistically biased; shown only to compare with the thesis.",
         "- **params** count weights, biases and batch-norm scales/offsets (not running statistics), as the thesis "
-        "does. **time/epoch** is the training time of one epoch (evaluation excluded) on the listed device.",
+        "does. **time/epoch** is the training time of one epoch (evaluation excluded) on the listed device. "
+        "CPU rows ran on shared 2-core VMs (Intel Xeon or AMD EPYC); rows noted *freed memory retained* ran with "
+        "`tt_common.retain_freed_memory()` (on by default since 2026-11-28; up to 2.7x faster steps on the "
+        "262,144-wide networks), the others with glibc's default malloc.",
         "- CIFAR-10 rows use the local JPEG quality-75 copy of CIFAR-10 (lossy, not the canonical pixels): "
         "\"CIFAR-10 (JPEG q75 copy)\".",
     ]
