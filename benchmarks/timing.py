@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tt_common.machine import cpu_model
+
 __all__ = ["Timing", "cpu_model", "load_average", "machine_info", "measure"]
 
 
@@ -72,17 +74,6 @@ def measure(
         times.append(dt)
         spent += dt
     return Timing(min(times), statistics.median(times), len(times), first)
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def load_average() -> tuple[float, float, float] | None:

@@ -85,10 +85,13 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     if summary.get("freed_memory_retained"):
         notes.append("freed memory retained")
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
+    device = summary["device"]
+    if "cpu" in device and summary.get("cpu"):
+        device = f"{device} ({summary['cpu']})"
     return (
         f"{head}{thesis} {_pct(summary['test_acc'])} (ep {summary['epoch_chosen_on_val']}) | "
         f"{_pct(summary['best_test_acc_thesis_protocol'])} (ep {summary['best_test_epoch_thesis_protocol']}) | "
-        f"{_duration(per_epoch)} | {summary['device']} | {summary['epochs_run']}/{config.epochs} | "
+        f"{_duration(per_epoch)} | {device} | {summary['epochs_run']}/{config.epochs} | "
         f"{'; '.join(notes) or '—'} |"
     )
 

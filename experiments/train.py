@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches
+from tt_common.machine import cpu_model
 from tt_common.memory import retain_freed_memory, retained
 from experiments.optim import OPTIMIZERS, OptimizerConfig
 from experiments.presets import PRESETS, get_preset
@@ -163,6 +164,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "best_test_epoch_thesis_protocol": best_test["epoch"],
         "final_test_acc": rows[-1]["test_acc"],
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
+        "cpu": cpu_model(),
         "freed_memory_retained": retained(),  # see tt_common.memory: it changes the times, not the results
     }
 
