@@ -44,3 +44,7 @@ def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
     text = output.read_text()
     row = next(line for line in text.splitlines() if line.startswith("| tt-tt-tt | jax |"))
     assert "shortened: 1 of 25 planned epochs" in row and "data limited to 300" in row and "(ep 1)" in row
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["freed_memory_retained"] is False  # conftest sets TT_RETAIN_MEMORY=0 for the test process
+    if "cpu" in summary["device"]:
+        assert f"({summary['cpu']})" in row

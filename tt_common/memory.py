@@ -16,7 +16,10 @@ program, from the shell::
 
     GLIBC_TUNABLES=glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824:glibc.malloc.arena_max=1
 
-Set ``TT_RETAIN_MEMORY=0`` to leave ``malloc`` alone (the test suite does, in ``conftest.py``). Elsewhere than glibc (macOS, musl) it does nothing.
+(:data:`GLIBC_TUNABLES`; glibc 2.26 or later.)
+
+Set ``TT_RETAIN_MEMORY=0`` to leave ``malloc`` alone (the test suite does, in ``conftest.py``). Elsewhere
+than glibc (macOS, musl) it does nothing.
 
 >>> retain_freed_memory()  # doctest: +SKIP
 True
@@ -28,15 +31,16 @@ import ctypes
 import ctypes.util
 import os
 
-__all__ = ["ENV_VAR", "retain_freed_memory", "retained"]
+__all__ = ["ENV_VAR", "GLIBC_TUNABLES", "retain_freed_memory", "retained"]
 
 ENV_VAR = "TT_RETAIN_MEMORY"
+GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1073741824:glibc.malloc.arena_max=1"
 
 # mallopt parameters (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_TRIM_THRESHOLD = 1 << 30
+_TRIM_THRESHOLD = 1 << 30  # as in GLIBC_TUNABLES
 
 _retained = False
 

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tt_common.memory import GLIBC_TUNABLES
+
 # Allocates and frees a 64 MiB array, then counts the minor page faults of allocating and filling another.
 PROBE = """
 import resource, sys
@@ -25,8 +27,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 PAGES = 64 * 2**20 // 4096
 
 
-def _faults(mode: str) -> int:
+def _faults(mode: str, **extra_env: str) -> int:
     env = {k: v for k, v in os.environ.items() if k != "TT_RETAIN_MEMORY"}  # conftest turns it off for pytest
+    env.update(extra_env)
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, check=True, env=env)
     return int(out.stdout.strip())
 
@@ -36,6 +39,7 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
     default, retained = _faults("default"), _faults("retain")
     assert retained < PAGES // 100, (default, retained)
     assert default > 10 * max(retained, 1), (default, retained)  # the default allocator maps the block anew
+    assert _faults("default", GLIBC_TUNABLES=GLIBC_TUNABLES) < PAGES // 100  # the shell recipe of the docstring
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
