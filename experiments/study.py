@@ -19,9 +19,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from tt_common.memory import retain_freed_memory
 from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir, run_name
 from experiments.train import CHECKPOINT, DivergenceError, RunConfig, train
+from tt_common.memory import retain_freed_memory
 
 __all__ = ["main", "run_study"]
 

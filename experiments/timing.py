@@ -18,10 +18,10 @@ import statistics
 import time
 
 from experiments.data import iterate_batches, load_dataset, num_batches
-from tt_common.memory import retain_freed_memory
 from experiments.optim import OptimizerConfig
 from experiments.presets import get_preset
 from experiments.studies import CIFAR_NETWORKS, MNIST_NETWORKS
+from tt_common.memory import retain_freed_memory
 
 __all__ = ["main", "measure"]
 

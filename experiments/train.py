@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches
-from tt_common.machine import cpu_model
-from tt_common.memory import retain_freed_memory, retained
 from experiments.optim import OPTIMIZERS, OptimizerConfig
 from experiments.presets import PRESETS, get_preset
+from tt_common.machine import cpu_model
+from tt_common.memory import retain_freed_memory, retained
 
 __all__ = ["DivergenceError", "RunConfig", "main", "train"]
 

@@ -26,6 +26,8 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 PAGES = 64 * 2**20 // 4096
 
+glibc_only = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+
 
 def _faults(mode: str, **extra_env: str) -> int:
     env = {k: v for k, v in os.environ.items() if k != "TT_RETAIN_MEMORY"}  # conftest turns it off for pytest
@@ -34,7 +36,7 @@ def _faults(mode: str, **extra_env: str) -> int:
     return int(out.stdout.strip())
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@glibc_only
 def test_freed_blocks_are_reused_without_page_faults() -> None:
     default, retained = _faults("default"), _faults("retain")
     assert retained < PAGES // 100, (default, retained)
@@ -42,7 +44,7 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
     assert _faults("default", GLIBC_TUNABLES=GLIBC_TUNABLES) < PAGES // 100  # the shell recipe of the docstring
 
 
-@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+@glibc_only
 def test_the_environment_variable_turns_it_off() -> None:
     env = {**os.environ, "TT_RETAIN_MEMORY": "0"}
     code = "from tt_common.memory import retain_freed_memory as r, retained; print(r(), retained())"

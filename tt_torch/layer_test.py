@@ -19,6 +19,12 @@ IN_MODES, OUT_MODES, RANKS = (2, 3, 4), (3, 1, 2), (1, 2, 3, 1)
 FLOAT64_RTOL = 1e-12
 
 
+def _assert_float64_close(got: torch.Tensor, want: np.ndarray) -> None:
+    """Within FLOAT64_RTOL, also of the output's scale: an entry near zero after cancellation carries the others'
+    rounding (one such entry was 1.2e-12 off in relative terms on an AMD EPYC VM)."""
+    np.testing.assert_allclose(got.detach().numpy(), want, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * np.abs(want).max())
+
+
 def _layer(direction: str = "auto", **kwargs) -> TTLinear:
     kwargs.setdefault("dtype", torch.float64)
     torch.manual_seed(0)
@@ -46,8 +52,7 @@ def test_forward_matches_the_float64_reference(direction: str, batch_shape: tupl
     x = _x(*batch_shape, 24)
     y = layer(x)
     assert y.shape == (*batch_shape, 6) and y.dtype == torch.float64
-    want = tt_matmul_reference(x.numpy(), cores, bias)
-    np.testing.assert_allclose(y.detach().numpy(), want, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * np.abs(want).max())
+    _assert_float64_close(y, tt_matmul_reference(x.numpy(), cores, bias))
 
 
 @pytest.mark.parametrize("direction", ["ltr", "rtl"])
@@ -60,9 +65,7 @@ def test_outputs_are_row_major_and_exact(direction: str, in_modes, out_modes) ->
     y = layer(x)
     assert y.is_contiguous()  # the next layer (bias, batch norm, TT) reads it without a copy
     cores, bias = _numpy(layer)
-    want = tt_matmul_reference(x.detach().numpy(), cores, bias)
-    # Relative to the output's scale: an entry near zero after cancellation carries the others' rounding.
-    np.testing.assert_allclose(y.detach().numpy(), want, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * np.abs(want).max())
+    _assert_float64_close(y, tt_matmul_reference(x.detach().numpy(), cores, bias))
     g = _x(5, layer.out_features)
     got = torch.autograd.grad((y * g).sum(), [x, *layer.cores])
     want = torch.autograd.grad(((x @ layer.to_dense().T) * g).sum(), [x, *layer.cores])
@@ -97,8 +100,7 @@ def test_to_dense_is_the_transposed_reference_kernel() -> None:
     cores, _ = _numpy(layer)
     dense = layer.to_dense()
     assert dense.shape == (6, 24)  # nn.Linear's (out, in)
-    want = tt_to_dense(cores).T
-    np.testing.assert_allclose(dense.detach().numpy(), want, rtol=FLOAT64_RTOL, atol=FLOAT64_RTOL * np.abs(want).max())
+    _assert_float64_close(dense, tt_to_dense(cores).T)
 
 
 def test_from_dense_round_trip_and_truncation() -> None:
