@@ -29,8 +29,8 @@ def _matmul(a: jax.Array, b: jax.Array, precision=None) -> jax.Array:
 
     ``jnp.matmul`` drops the size-1 batch axis and contracts ``(p, q)`` with
     ``(B, q, s)`` into ``(p, B, s)``, which XLA:CPU then transposes inside the
-    next fusion, reading the large result with strides (slow): the exact
-    transpose the last step of :func:`tt_common.contraction.tt_matmul` avoids.
+    next fusion, reading the large result with strides (slow): the transpose
+    that every step of :func:`tt_common.contraction.tt_matmul` is built to avoid.
     """
     if a.ndim == 3 and b.ndim == 3 and a.shape[0] == 1 and b.shape[0] != 1:
         a = jnp.broadcast_to(a, (b.shape[0], *a.shape[1:]))
