@@ -8,9 +8,10 @@ against ``tt_matmul`` first.
 
 Variants (all forward functions ``f(x, cores) -> y``, autodiff for the backward):
 
-- ``current``: ``tt_common.tt_matmul``: per core one 2-D matmul, then a 2-D
-  transpose that rotates the state so that the next core's modes come first.
-- ``bmm``: no transposes at all. The state keeps the batch first and the
+- ``current``: ``tt_common.tt_matmul`` core by core. Since commit b138c86 it
+  is the ``bmm`` form below (before, each step was one 2-D matmul and a 2-D
+  transpose that rotated the state so that the next core's modes came first).
+- ``bmm``: no transposes at all (the prototype of today's ``tt_matmul``). The state keeps the batch first and the
   modes in their natural order, ``(L, K, R)`` with ``K`` the axes the core
   contracts (``r_{k-1} m_k`` left to right, ``m_k r_k`` right to left), ``L``
   the axes before them (batch and the output modes done so far) and ``R`` the
