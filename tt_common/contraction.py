@@ -328,8 +328,9 @@ def _step(core, state, outer: int, inner: int, matmul) -> Any:
     """``out[o, :, i] = core @ state[o, :, i]`` for the state viewed as ``(outer, contracted, inner)``.
 
     One plain matrix product where ``outer`` or ``inner`` is 1 (``core.T`` is read in place), otherwise a
-    broadcast batched product ``(1, a, c) @ (outer, c, inner)`` (the backends' ``matmul`` make it one
-    ``bmm`` / ``dot_general`` over an expanded view of the small core, never a copy of the state).
+    broadcast batched product ``(1, a, c) @ (outer, c, inner)``: the torch layer's ``matmul`` makes it one
+    ``bmm`` over a stride-0 expanded view of the core, the JAX layer's one ``dot_general`` with a batch
+    dimension (XLA:CPU materializes the broadcast core). The state itself is never copied.
     """
     a, contracted = core.shape
     if inner == 1:
