@@ -15,7 +15,7 @@ read row-major, already is the next state (:func:`_chain`). The output is
 row-major ``(B, N)``, so the next layer reads it without a copy, and autodiff's
 backward is made of the same broadcast products. Against the earlier form (one
 matrix product and one full 2-D transpose of the state per step) this made a
-training step of the thesis's CIFAR-10 networks 1.5 to 1.65x faster on our
+training step of the thesis's CIFAR-10 TT networks 1.3 to 1.65x faster on our
 2-core CPU (``python -m experiments.timing --dataset cifar10``).
 
 Two directions contract the same product:
