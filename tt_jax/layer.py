@@ -25,18 +25,44 @@ default_bias_init = initializers.zeros_init()
 
 
 def _matmul(a: jax.Array, b: jax.Array, precision=None) -> jax.Array:
-    """``a @ b``, with a broadcast ``(1, p, q) @ (B, q, s)`` made a batched product with a ``(B, p, s)`` result.
+    """``a @ b``, with a broadcast ``(1, p, q) @ (B, q, s)`` returned as ``(B, p, s)`` in the cheaper of two forms.
 
     ``jnp.matmul`` drops the size-1 batch axis and contracts ``(p, q)`` with
     ``(B, q, s)`` into ``(p, B, s)``, which XLA:CPU then transposes inside the
     next fusion, reading the large result with strides (slow): the transpose
     that every step of :func:`tt_common.contraction.tt_matmul` is built to avoid.
+    Two forms remain:
+
+    - a batched ``dot_general`` over the core broadcast to ``(B, p, q)``, which
+      XLA:CPU materializes (``B p q`` floats written and read);
+    - one plain matrix product on ``(B s, q)`` rows and a transposed result,
+      for which XLA copies the state and the result (``B q s + B p s`` floats).
+
+    The first is the default; :func:`_broadcast_is_cheaper` switches to the
+    second where the broadcast core moves at least twice as much memory (the
+    extra copies do not fuse with the neighbouring steps, so a smaller margin
+    lost: measured in ``benchmarks/proposals/README.md`` section 6).
     """
     if a.ndim == 3 and b.ndim == 3 and a.shape[0] == 1 and b.shape[0] != 1:
-        a = jnp.broadcast_to(a, (b.shape[0], *a.shape[1:]))
-        dims = (((2,), (1,)), ((0,), (0,)))
-        return jax.lax.dot_general(a, b, dims, precision=precision, preferred_element_type=jnp.result_type(a, b))
+        kwargs = dict(precision=precision, preferred_element_type=jnp.result_type(a, b))
+        if _broadcast_is_cheaper(*b.shape[1:], a.shape[1]):
+            a = jnp.broadcast_to(a, (b.shape[0], *a.shape[1:]))
+            return jax.lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,))), **kwargs)
+        out = jax.lax.dot_general(b, a[0], (((1,), (1,)), ((), ())), **kwargs)  # (B, s, p)
+        return jnp.swapaxes(out, 1, 2)
     return jnp.matmul(a, b, precision=precision)
+
+
+def _broadcast_is_cheaper(contracted: int, inner: int, rows: int) -> bool:
+    """Whether to broadcast a ``(rows, contracted)`` core over a ``(B, contracted, inner)`` state.
+
+    Per batch row the broadcast moves ``rows * contracted`` floats, the transposed
+    form ``inner * (contracted + rows)``; broadcast unless that is under half.
+
+    >>> _broadcast_is_cheaper(32, 16, 16), _broadcast_is_cheaper(16, 8, 64), _broadcast_is_cheaper(64, 16, 512)
+    (True, True, False)
+    """
+    return rows * contracted < 2 * inner * (contracted + rows)
 
 
 class TTCore(nnx.Param):

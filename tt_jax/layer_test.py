@@ -39,6 +39,22 @@ class ForwardTest(chex.TestCase):
                 np.testing.assert_allclose(y, tt_matmul_reference(x, cores, bias), rtol=FLOAT64_RTOL)
 
 
+@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast-core", "transposed-result"])
+def test_both_forms_of_a_step_match_numpy_with_gradients(broadcast: bool, monkeypatch) -> None:
+    """Each step's ``(1, p, q) @ (B, q, s)`` in either form, and its VJP, against float64 NumPy."""
+    from tt_jax import layer as layer_module
+
+    monkeypatch.setattr(layer_module, "_broadcast_is_cheaper", lambda *shape: broadcast)
+    rng = np.random.default_rng(0)
+    a, b, g = rng.standard_normal((1, 5, 3)), rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 5, 2))
+    out, pullback = jax.vjp(layer_module._matmul, jnp.asarray(a), jnp.asarray(b))
+    grad_a, grad_b = pullback(jnp.asarray(g))
+    chex.assert_shape((out, grad_a, grad_b), ((4, 5, 2), (1, 5, 3), (4, 3, 2)))
+    np.testing.assert_allclose(out, np.einsum("pq,bqs->bps", a[0], b), rtol=FLOAT64_RTOL)
+    np.testing.assert_allclose(grad_a[0], np.einsum("bps,bqs->pq", g, b), rtol=FLOAT64_RTOL)
+    np.testing.assert_allclose(grad_b, np.einsum("pq,bps->bqs", a[0], g), rtol=FLOAT64_RTOL)
+
+
 def test_jit_and_eager_agree_in_float32() -> None:
     layer = _layer(param_dtype=jnp.float32)
     x = jax.random.normal(jax.random.key(1), (4, 24), jnp.float32)
