@@ -1,0 +1,103 @@
+"""The two JAX forms of one contraction step, timed side by side on every step of the benchmark layers.
+
+A step multiplies a ``(p, q)`` core into a ``(B, q, s)`` state (``B`` = ``outer``).
+``tt_jax.layer._matmul`` runs it as a batched ``dot_general`` over the core
+broadcast to ``(B, p, q)`` (XLA:CPU materializes it) or, where
+``tt_jax.layer._broadcast_is_cheaper`` says the broadcast moves too much memory,
+as one plain dot with a transposed result. This prints, for every distinct step
+of the six layers at batches 1, 100 and 1000, both forms' forward and
+forward+backward times (interleaved, median of 9) and the form the rule picks::
+
+    python -m benchmarks.jax_step_forms
+
+Steps timed alone: a layer's steps also fuse with their neighbours, so check a
+change of the rule on whole layers too (``proposals/README.md`` section 6).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+import tt_jax
+import tt_jax.layer as tt_layer
+from benchmarks.layers import LAYERS
+
+
+def step_shapes(batches=(1, 100, 1000)) -> dict[tuple, str]:
+    """``((p, q), (B, q, s)) -> first layer and batch using it`` for every broadcast step of the layers."""
+    shapes: dict[tuple, str] = {}
+    original = tt_layer._matmul
+
+    def record(a, b, precision=None):
+        if a.ndim == 3 and b.ndim == 3 and a.shape[0] == 1 and b.shape[0] != 1:
+            shapes.setdefault((a.shape[1:], b.shape), where)
+        return original(a, b, precision)
+
+    for cfg in LAYERS:
+        for batch in batches:
+            where = f"{cfg.name} B={batch}"
+            graphdef, params = nnx.split(tt_jax.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, rngs=nnx.Rngs(0)))
+            x = jax.ShapeDtypeStruct((batch, cfg.shape.in_features), jnp.float32)
+            with mock.patch.object(tt_layer, "_matmul", record):
+                jax.eval_shape(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+    return shapes
+
+
+def broadcast_form(core, state):
+    core = jnp.broadcast_to(core[None], (state.shape[0], *core.shape))
+    return jax.lax.dot_general(core, state, (((2,), (1,)), ((0,), (0,))))
+
+
+def transposed_form(core, state):
+    return jnp.swapaxes(jax.lax.dot_general(state, core, (((1,), (1,)), ((), ()))), 1, 2)
+
+
+def _training_step(form):
+    def step(core, state, cotangent):
+        _, pullback = jax.vjp(form, core, state)
+        return pullback(cotangent)
+
+    return step
+
+
+def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str, float]:
+    """Median ms of each form's forward (``fwd:*``) and forward+backward (``step:*``), interleaved."""
+    key = jax.random.key(0)
+    core, state = jax.random.normal(key, (p, q)), jax.random.normal(key, (outer, q, s))
+    cotangent = jax.random.normal(key, (outer, p, s))
+    calls = {}
+    for name, form in (("broadcast", broadcast_form), ("transposed", transposed_form)):
+        calls[f"fwd:{name}"] = (jax.jit(form).lower(core, state).compile(), (core, state))
+        step = jax.jit(_training_step(form)).lower(core, state, cotangent).compile()
+        calls[f"step:{name}"] = (step, (core, state, cotangent))
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for fn, args in calls.values():
+        jax.block_until_ready(fn(*args))
+    for _ in range(repeats):
+        for k, (fn, args) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    print("| step (first layer using it) | outer, q, s, p | rule picks | fwd ms: broadcast -> transposed "
+          "| fwd+bwd ms: broadcast -> transposed |")
+    print("|---|---|---|---|---|")
+    for ((p, q), (outer, _, s)), where in sorted(step_shapes().items(), key=lambda kv: kv[1]):
+        t = time_step(p, q, outer, s)
+        rule = "broadcast" if tt_layer._broadcast_is_cheaper(q, s, p) else "transposed"
+        cells = [f"{t[f'{k}:broadcast']:.3g} -> {t[f'{k}:transposed']:.3g} "
+                 f"({t[f'{k}:broadcast'] / t[f'{k}:transposed']:.2f}x)" for k in ("fwd", "step")]
+        print(f"| {where} | {outer}, {q}, {s}, {p} | {rule} | {cells[0]} | {cells[1]} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
