@@ -11,11 +11,16 @@ forward+backward times (interleaved, median of 9) and the form the rule picks::
     python -m benchmarks.jax_step_forms
 
 Steps timed alone: a layer's steps also fuse with their neighbours, so check a
-change of the rule on whole layers too (``proposals/README.md`` section 6).
+change of the rule on whole layers too: ``--layers`` times every TT layer of the
+experiments' networks whose plan the rule changes at batch 100, with the rule
+and with the broadcast forced everywhere (``proposals/README.md`` section 6)::
+
+    python -m benchmarks.jax_step_forms --layers
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from unittest import mock
@@ -87,7 +92,79 @@ def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str,
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def rule_changes(shape, batch: int) -> bool:
+    """Whether ``tt_jax`` takes the transposed form for any step of ``shape`` at ``batch``."""
+    calls = []
+    original = tt_layer._broadcast_is_cheaper
+
+    def spy(*args):
+        calls.append(original(*args))
+        return calls[-1]
+
+    graphdef, params = nnx.split(tt_jax.TTLinear(shape.in_modes, shape.out_modes, shape.ranks, rngs=nnx.Rngs(0)))
+    with mock.patch.object(tt_layer, "_broadcast_is_cheaper", spy):
+        x = jax.ShapeDtypeStruct((batch, shape.in_features), jnp.float32)
+        jax.eval_shape(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+    return not all(calls)
+
+
+def time_layer(shape, batch: int, repeats: int = 7) -> dict[str, float]:
+    """Median ms of the jitted layer's forward and VJP, with the rule (``*:rule``) and broadcasting always."""
+    layer = tt_jax.TTLinear(shape.in_modes, shape.out_modes, shape.ranks, rngs=nnx.Rngs(0))
+    graphdef, params = nnx.split(layer)
+    key = jax.random.key(0)
+    x = jax.random.normal(key, (batch, shape.in_features))
+    cotangent = jax.random.normal(key, (batch, shape.out_features))
+
+    def apply(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def step(params, x, g):
+        return jax.vjp(apply, params, x)[1](g)
+
+    calls = {}
+    for name, patch in (("broadcast", lambda *args: True), ("rule", tt_layer._broadcast_is_cheaper)):
+        with mock.patch.object(tt_layer, "_broadcast_is_cheaper", patch):
+            calls[f"fwd:{name}"] = (jax.jit(apply).lower(params, x).compile(), (params, x))
+            calls[f"step:{name}"] = (jax.jit(step).lower(params, x, cotangent).compile(), (params, x, cotangent))
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for fn, args in calls.values():
+        jax.block_until_ready(fn(*args))
+    for _ in range(repeats):
+        for k, (fn, args) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main_layers(batch: int = 100) -> None:
+    from experiments.presets import PRESETS, TT
+
+    print("| network (first using the layer) | layer | fwd ms: broadcast -> rule | fwd+bwd ms: broadcast -> rule |")
+    print("|---|---|---|---|")
+    seen = set()
+    for net in PRESETS.values():
+        for layer in net.layers:
+            if not isinstance(layer, TT) or layer.shape in seen or not rule_changes(layer.shape, batch):
+                continue
+            seen.add(layer.shape)
+            t = time_layer(layer.shape, batch)
+            cells = [f"{t[f'{k}:broadcast']:.3g} -> {t[f'{k}:rule']:.3g} ({t[f'{k}:broadcast'] / t[f'{k}:rule']:.2f}x)"
+                     for k in ("fwd", "step")]
+            shape = layer.shape
+            print(f"| {net.name} | {shape.in_modes} -> {shape.out_modes}, ranks {shape.ranks[1:-1]} "
+                  f"| {cells[0]} | {cells[1]} |", flush=True)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--layers", action="store_true", help="time whole layers the rule changes, not single steps")
+    parser.add_argument("--batch", type=int, default=100, help="batch of --layers (default 100)")
+    args = parser.parse_args()
+    if args.layers:
+        main_layers(args.batch)
+        return
     print("| step (first layer using it) | outer, q, s, p | rule picks | fwd ms: broadcast -> transposed "
           "| fwd+bwd ms: broadcast -> transposed |")
     print("|---|---|---|---|---|")
