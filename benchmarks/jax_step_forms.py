@@ -71,6 +71,19 @@ def _training_step(form):
     return step
 
 
+def _interleaved_medians(calls: dict, repeats: int) -> dict[str, float]:
+    """Median ms of each ``name -> (compiled function, args)``, one call of each in turn per round."""
+    times: dict[str, list[float]] = {k: [] for k in calls}
+    for fn, args in calls.values():
+        jax.block_until_ready(fn(*args))  # warm-up
+    for _ in range(repeats):
+        for k, (fn, args) in calls.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str, float]:
     """Median ms of each form's forward (``fwd:*``) and forward+backward (``step:*``), interleaved."""
     key = jax.random.key(0)
@@ -81,15 +94,7 @@ def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str,
         calls[f"fwd:{name}"] = (jax.jit(form).lower(core, state).compile(), (core, state))
         step = jax.jit(_training_step(form)).lower(core, state, cotangent).compile()
         calls[f"step:{name}"] = (step, (core, state, cotangent))
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for fn, args in calls.values():
-        jax.block_until_ready(fn(*args))
-    for _ in range(repeats):
-        for k, (fn, args) in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return _interleaved_medians(calls, repeats)
 
 
 def rule_changes(shape, batch: int) -> bool:
@@ -127,15 +132,7 @@ def time_layer(shape, batch: int, repeats: int = 7) -> dict[str, float]:
         with mock.patch.object(tt_layer, "_broadcast_is_cheaper", patch):
             calls[f"fwd:{name}"] = (jax.jit(apply).lower(params, x).compile(), (params, x))
             calls[f"step:{name}"] = (jax.jit(step).lower(params, x, cotangent).compile(), (params, x, cotangent))
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for fn, args in calls.values():
-        jax.block_until_ready(fn(*args))
-    for _ in range(repeats):
-        for k, (fn, args) in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return _interleaved_medians(calls, repeats)
 
 
 def main_layers(batch: int = 100) -> None:
