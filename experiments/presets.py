@@ -33,6 +33,7 @@ Choices the thesis leaves open (found by ``python -m experiments.search_modes``)
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from tt_common.shapes import TTMatrixShape
@@ -107,6 +108,19 @@ class Network:
     def param_count(self) -> int:
         """Weights + biases + batch-norm scales and offsets."""
         return sum(layer.param_count() + 2 * layer.out_features for layer in self.layers)
+
+    def largest_parameter(self) -> int:
+        """Elements of the largest single parameter (a dense weight, a TT core or a bias).
+
+        >>> get_preset("fc-fc").largest_parameter(), get_preset("tt-tt").largest_parameter()
+        (205520896, 262144)
+        """
+        sizes = []
+        for layer in self.layers:
+            weights = [layer.in_features * layer.out_features] if isinstance(layer, Dense) else [
+                math.prod(s) for s in layer.shape.core_shapes]
+            sizes += [*weights, layer.out_features]
+        return max(sizes)
 
 
 # MNIST

@@ -19,6 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir, run_name
 from experiments.train import CHECKPOINT, DivergenceError, RunConfig, train
 from tt_common.memory import retain_freed_memory
@@ -34,14 +35,18 @@ def _done(out: Path, config: RunConfig) -> bool:
     return summary.get("epochs_run", 0) >= config.epochs and summary.get("limit") == config.limit
 
 
+def selected_runs(study: Study, backend: str, only: list[str] | None = None) -> list[RunConfig]:
+    """The runs of ``study`` whose model or run name is in ``only`` (all of them without it)."""
+    return [c for c in study.for_backend(backend)
+            if not only or c.model in only or run_name(c, label_optimizer=study.label_optimizer) in only]
+
+
 def run_study(study: Study, backend: str, *, only: list[str] | None = None, epochs: int | None = None,
               limit: int | None = None, max_batches: int | None = None, results: Path = RESULTS_DIR,
               progress=None) -> list[dict]:
     """Runs (or resumes, or skips) every run of ``study``; returns one status dict per run."""
     statuses = []
-    for config in study.for_backend(backend):
-        if only and config.model not in only and run_name(config, label_optimizer=study.label_optimizer) not in only:
-            continue
+    for config in selected_runs(study, backend, only):
         overrides = {k: v for k, v in (("epochs", epochs), ("limit", limit), ("max_batches", max_batches)) if v}
         config = replace(config, **overrides)
         out = run_dir(study, config, results)
@@ -88,7 +93,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"    {run_dir(study, config, args.results).name}: {config.dataset} {config.model}, "
                       f"{config.epochs} epochs, batch {config.batch_size}, {opt.name} lr {opt.learning_rate}")
         return []
-    retain_freed_memory()  # see tt_common.memory; $TT_RETAIN_MEMORY=0 turns it off
+    runs = selected_runs(STUDIES[args.study], args.backend, args.only)
+    largest = max((get_preset(c.model).largest_parameter() for c in runs), default=0)
+    retain_freed_memory(4 * largest)  # see tt_common.memory (not for huge dense layers); $TT_RETAIN_MEMORY=0: off
     statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
                          limit=args.limit, max_batches=args.max_batches, results=args.results)
     for s in statuses:

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     models = args.models or list(MNIST_NETWORKS if args.dataset == "mnist" else CIFAR_NETWORKS)
     epochs = args.epochs or (25 if args.dataset == "mnist" else 100)
-    print(f"freed memory retained in the process (tt_common.memory): {'yes' if retain_freed_memory() else 'no'}\n")
+    retained = retain_freed_memory(4 * max(get_preset(m).largest_parameter() for m in models))
+    print(f"freed memory retained in the process (tt_common.memory): {'yes' if retained else 'no'}\n")
     print(f"| network | backend | device | params | step | eval / 1000 ex. | epoch (est.) | {epochs} epochs (est.) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     results = []

@@ -271,7 +271,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
-    retain_freed_memory()  # before the backend allocates anything; $TT_RETAIN_MEMORY=0 turns it off
+    # Before the backend allocates anything (not for huge dense layers: see tt_common.memory); $TT_RETAIN_MEMORY=0: off.
+    retain_freed_memory(4 * get_preset(args.model).largest_parameter())
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["CUDA_VISIBLE_DEVICES"] = ""

@@ -50,3 +50,12 @@ def test_the_environment_variable_turns_it_off() -> None:
     code = "from tt_common.memory import retain_freed_memory as r, retained; print(r(), retained())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["False", "False"]
+
+
+@glibc_only
+def test_a_parameter_above_the_limit_leaves_malloc_alone() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TT_RETAIN_MEMORY"}
+    code = ("from tt_common.memory import MAX_PARAMETER_BYTES as m, retain_freed_memory as r, retained; "
+            "print(r(m + 1), retained(), r(m), retained())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert out.stdout.split() == ["False", "False", "True", "True"]
