@@ -19,10 +19,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir, run_name
-from experiments.train import CHECKPOINT, DivergenceError, RunConfig, train
-from tt_common.memory import retain_freed_memory
+from experiments.train import CHECKPOINT, DivergenceError, RunConfig, retain_freed_memory_for, train
 
 __all__ = ["main", "run_study"]
 
@@ -93,9 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"    {run_dir(study, config, args.results).name}: {config.dataset} {config.model}, "
                       f"{config.epochs} epochs, batch {config.batch_size}, {opt.name} lr {opt.learning_rate}")
         return []
-    runs = selected_runs(STUDIES[args.study], args.backend, args.only)
-    largest = max((get_preset(c.model).largest_parameter() for c in runs), default=0)
-    retain_freed_memory(4 * largest)  # see tt_common.memory (not for huge dense layers); $TT_RETAIN_MEMORY=0: off
+    retain_freed_memory_for([c.model for c in selected_runs(STUDIES[args.study], args.backend, args.only)])
     statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
                          limit=args.limit, max_batches=args.max_batches, results=args.results)
     for s in statuses:

@@ -21,7 +21,7 @@ from experiments.data import iterate_batches, load_dataset, num_batches
 from experiments.optim import OptimizerConfig
 from experiments.presets import get_preset
 from experiments.studies import CIFAR_NETWORKS, MNIST_NETWORKS
-from tt_common.memory import retain_freed_memory
+from experiments.train import retain_freed_memory_for
 
 __all__ = ["main", "measure"]
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     models = args.models or list(MNIST_NETWORKS if args.dataset == "mnist" else CIFAR_NETWORKS)
     epochs = args.epochs or (25 if args.dataset == "mnist" else 100)
-    retained = retain_freed_memory(4 * max(get_preset(m).largest_parameter() for m in models))
+    retained = retain_freed_memory_for(models)
     print(f"freed memory retained in the process (tt_common.memory): {'yes' if retained else 'no'}\n")
     print(f"| network | backend | device | params | step | eval / 1000 ex. | epoch (est.) | {epochs} epochs (est.) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")

@@ -269,10 +269,18 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     )
 
 
+def retain_freed_memory_for(models: list[str]) -> bool:
+    """:func:`tt_common.memory.retain_freed_memory`, unless a float32 parameter of ``models`` is too large for it.
+
+    The training CLIs call it first thing; ``$TT_RETAIN_MEMORY=0`` turns it off.
+    """
+    largest = max((get_preset(m).largest_parameter() for m in models), default=0)
+    return retain_freed_memory(4 * largest)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
-    # Before the backend allocates anything (not for huge dense layers: see tt_common.memory); $TT_RETAIN_MEMORY=0: off.
-    retain_freed_memory(4 * get_preset(args.model).largest_parameter())
+    retain_freed_memory_for([args.model])  # before the backend allocates anything
     if args.device == "cpu":
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
