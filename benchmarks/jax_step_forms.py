@@ -34,6 +34,13 @@ import tt_jax.layer as tt_layer
 from benchmarks.layers import LAYERS
 
 
+def _trace_layer(shape, batch: int) -> None:
+    """Traces (no compile, no run) the jitted forward of a ``tt_jax.TTLinear`` of ``shape`` at ``batch``."""
+    graphdef, params = nnx.split(tt_jax.TTLinear(shape.in_modes, shape.out_modes, shape.ranks, rngs=nnx.Rngs(0)))
+    x = jax.ShapeDtypeStruct((batch, shape.in_features), jnp.float32)
+    jax.eval_shape(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+
+
 def step_shapes(batches=(1, 100, 1000)) -> dict[tuple, str]:
     """``((p, q), (B, q, s)) -> first layer and batch using it`` for every broadcast step of the layers."""
     shapes: dict[tuple, str] = {}
@@ -47,20 +54,20 @@ def step_shapes(batches=(1, 100, 1000)) -> dict[tuple, str]:
     for cfg in LAYERS:
         for batch in batches:
             where = f"{cfg.name} B={batch}"
-            graphdef, params = nnx.split(tt_jax.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, rngs=nnx.Rngs(0)))
-            x = jax.ShapeDtypeStruct((batch, cfg.shape.in_features), jnp.float32)
             with mock.patch.object(tt_layer, "_matmul", record):
-                jax.eval_shape(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+                _trace_layer(cfg.shape, batch)
     return shapes
 
 
-def broadcast_form(core, state):
-    core = jnp.broadcast_to(core[None], (state.shape[0], *core.shape))
-    return jax.lax.dot_general(core, state, (((2,), (1,)), ((0,), (0,))))
+FORMS = {"broadcast": lambda *shape: True, "transposed": lambda *shape: False}  # the rule, forced
 
 
-def transposed_form(core, state):
-    return jnp.swapaxes(jax.lax.dot_general(state, core, (((1,), (1,)), ((), ()))), 1, 2)
+def _new_step():
+    """The library's step, ``tt_jax.layer._matmul`` of the core (as ``(1, p, q)``) and the state.
+
+    A new function each call: ``jax.jit`` caches traces per function, and each form must be traced anew.
+    """
+    return lambda core, state: tt_layer._matmul(core[None], state)
 
 
 def _training_step(form):
@@ -85,15 +92,19 @@ def _interleaved_medians(calls: dict, repeats: int) -> dict[str, float]:
 
 
 def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str, float]:
-    """Median ms of each form's forward (``fwd:*``) and forward+backward (``step:*``), interleaved."""
+    """Median ms of each form's forward (``fwd:*``) and forward+backward (``step:*``), interleaved.
+
+    Both forms are the library's own step with its rule forced one way (:data:`FORMS`).
+    """
     key = jax.random.key(0)
     core, state = jax.random.normal(key, (p, q)), jax.random.normal(key, (outer, q, s))
     cotangent = jax.random.normal(key, (outer, p, s))
     calls = {}
-    for name, form in (("broadcast", broadcast_form), ("transposed", transposed_form)):
-        calls[f"fwd:{name}"] = (jax.jit(form).lower(core, state).compile(), (core, state))
-        step = jax.jit(_training_step(form)).lower(core, state, cotangent).compile()
-        calls[f"step:{name}"] = (step, (core, state, cotangent))
+    for name, rule in FORMS.items():
+        with mock.patch.object(tt_layer, "_broadcast_is_cheaper", rule):  # applies while tracing
+            calls[f"fwd:{name}"] = (jax.jit(_new_step()).lower(core, state).compile(), (core, state))
+            step = jax.jit(_training_step(_new_step())).lower(core, state, cotangent).compile()
+            calls[f"step:{name}"] = (step, (core, state, cotangent))
     return _interleaved_medians(calls, repeats)
 
 
@@ -106,10 +117,8 @@ def rule_changes(shape, batch: int) -> bool:
         calls.append(original(*args))
         return calls[-1]
 
-    graphdef, params = nnx.split(tt_jax.TTLinear(shape.in_modes, shape.out_modes, shape.ranks, rngs=nnx.Rngs(0)))
     with mock.patch.object(tt_layer, "_broadcast_is_cheaper", spy):
-        x = jax.ShapeDtypeStruct((batch, shape.in_features), jnp.float32)
-        jax.eval_shape(lambda p, x: nnx.merge(graphdef, p)(x), params, x)
+        _trace_layer(shape, batch)
     return not all(calls)
 
 
@@ -121,14 +130,14 @@ def time_layer(shape, batch: int, repeats: int = 7) -> dict[str, float]:
     x = jax.random.normal(key, (batch, shape.in_features))
     cotangent = jax.random.normal(key, (batch, shape.out_features))
 
-    def apply(params, x):
-        return nnx.merge(graphdef, params)(x)
-
-    def step(params, x, g):
-        return jax.vjp(apply, params, x)[1](g)
-
     calls = {}
-    for name, patch in (("broadcast", lambda *args: True), ("rule", tt_layer._broadcast_is_cheaper)):
+    for name, patch in (("broadcast", FORMS["broadcast"]), ("rule", tt_layer._broadcast_is_cheaper)):
+        def apply(params, x):  # new functions per form: jax.jit caches traces per function
+            return nnx.merge(graphdef, params)(x)
+
+        def step(params, x, g, apply=apply):
+            return jax.vjp(apply, params, x)[1](g)
+
         with mock.patch.object(tt_layer, "_broadcast_is_cheaper", patch):
             calls[f"fwd:{name}"] = (jax.jit(apply).lower(params, x).compile(), (params, x))
             calls[f"step:{name}"] = (jax.jit(step).lower(params, x, cotangent).compile(), (params, x, cotangent))
