@@ -331,7 +331,7 @@ def _step(core, state, outer: int, inner: int, matmul) -> Any:
     broadcast batched product ``(1, a, c) @ (outer, c, inner)``: the torch layer's ``matmul`` makes it one
     ``bmm`` over a stride-0 expanded view of the core, the JAX layer's one ``dot_general`` with a batch
     dimension (XLA:CPU materializes the broadcast core; where that copy would be large, ``tt_jax`` takes a
-    plain dot and a transposed result instead). The state itself is never copied (but in that JAX case).
+    plain dot and a transposed result instead). The state itself is never copied (except in that JAX case).
     """
     a, contracted = core.shape
     if inner == 1:
