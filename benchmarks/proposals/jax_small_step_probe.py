@@ -4,9 +4,10 @@ On ``25088-4096``, ``32768-8192`` and ``3072-32768`` at batch 100/1000 a step mu
 core into thousands of ``(q, s)`` slices of the state; JAX trails torch there. This times, per step shape
 (interleaved, median of 7), the forward and the forward with its VJP of:
 
-- ``broadcast``: the library's form (a batched ``dot_general`` over the broadcast core), differentiated by JAX;
+- ``broadcast``: the library's form (``tt_jax.layer._matmul``: a batched ``dot_general`` over the broadcast core),
+  differentiated by JAX;
 - ``reduce``: ``sum(core[None, :, :, None] * state[:, None], axis=2)``, a multiply-reduce fusion;
-- ``transposed``: the library's other form (one plain dot, transposed result);
+- ``transposed``: the library's other form (``_matmul`` with its rule forced: one plain dot, transposed result);
 - custom VJPs whose backward computes ``d_core`` as one GEMM over ``(outer, s)`` and ``d_state`` with the
   broadcast or the reduce form, and whose forward is the broadcast or the reduce form;
 
@@ -18,15 +19,16 @@ and torch's ``matmul`` (one ``bmm`` over a stride-0 core) on the same shapes. Re
 
 from __future__ import annotations
 
-import statistics
-import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks.jax_step_forms import _interleaved_medians
+import tt_jax.layer as tt_layer
+from benchmarks.jax_step_forms import FORMS as LIBRARY_RULES, _interleaved_medians
+from benchmarks.timing import measure
 
 SHAPES = [  # (p, q, outer, s): core (p, q), state (outer, q, s); the first seven are batch-100 steps
     (16, 32, 11200, 16), (16, 32, 1400, 64), (16, 56, 100, 256),  # 25088-4096
@@ -36,17 +38,21 @@ SHAPES = [  # (p, q, outer, s): core (p, q), state (outer, q, s); the first seve
 ]
 
 
-def broadcast(core, state):
-    a = jnp.broadcast_to(core[None], (state.shape[0], *core.shape))
-    return jax.lax.dot_general(a, state, (((2,), (1,)), ((0,), (0,))))
+def _library_step(form: str):
+    """``tt_jax.layer._matmul`` of the core and the state with its rule forced to ``form``."""
+
+    def step(core, state):
+        with mock.patch.object(tt_layer, "_broadcast_is_cheaper", LIBRARY_RULES[form]):  # applies while tracing
+            return tt_layer._matmul(core[None], state)
+
+    return step
+
+
+broadcast, transposed = _library_step("broadcast"), _library_step("transposed")
 
 
 def reduce_(core, state):
     return jnp.sum(core[None, :, :, None] * state[:, None, :, :], axis=2)
-
-
-def transposed(core, state):
-    return jnp.swapaxes(jax.lax.dot_general(state, core, (((1,), (1,)), ((), ()))), 1, 2)
 
 
 def custom_vjp(forward, state_gradient):
@@ -96,16 +102,8 @@ def _torch_medians(p: int, q: int, outer: int, s: int, repeats: int = 7) -> dict
     def fwd_vjp():
         return torch.autograd.grad(torch.matmul(core[None], state), (core, state), g)
 
-    medians = {}
-    for name, fn in (("fwd", fwd), ("fwd+vjp", fwd_vjp)):
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-        medians[name] = statistics.median(times)
-    return medians
+    fixed = dict(warmup=1, repeats=repeats, min_repeats=repeats, budget_s=float("inf"))
+    return {"fwd": measure(fwd, **fixed).median_ms, "fwd+vjp": measure(fwd_vjp, **fixed).median_ms}
 
 
 def main() -> None:
