@@ -7,7 +7,8 @@ thesis's, the test accuracy at the epoch chosen on the validation split (the fig
 accuracy over epochs (the thesis's protocol, which picks the epoch on the test set: optimistic, shown for
 comparison only), the thesis's accuracy, the training time per epoch, the device and the epochs run. Runs not
 made yet show as such; shortened runs (fewer epochs than planned, a data ``limit`` or ``max_batches``) are
-flagged in the notes.
+flagged in the notes. A run that several studies plan is trained once and shown in each, noted as the run of
+the study that owns it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import json
 from pathlib import Path
 
 from experiments.presets import get_preset
-from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir
+from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir, run_name
 from experiments.train import RunConfig
 
 __all__ = ["main", "render"]
@@ -63,7 +64,11 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     spec = get_preset(config.model)
     out = run_dir(study, config, results)
     found = _load(out)
-    name = out.name.removesuffix(f"-{config.backend}")
+    name = run_name(config, label_optimizer=study.label_optimizer)
+    owner, planned = home_study(study, config)
+    shared = []
+    if owner is not study:  # trained once, in the study that owns it
+        shared.append(f"same run as {owner.name}'s {run_name(planned, label_optimizer=owner.label_optimizer)}")
     thesis = f"| {_count(spec.thesis_params)} | {_thesis_pct(spec.thesis_accuracy)} |"
     head = f"| {name} | {config.backend} | {spec.param_count():,} "
     summary, status, rows = found.get("summary"), found.get("status"), found["rows"]
@@ -74,8 +79,9 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
             note = f"in progress / interrupted after {len(rows)} of {config.epochs} epochs"
         else:
             note = "not run yet"
+        note = "; ".join([note, *shared])
         return f"{head}{thesis} — | — | — | — | {len(rows)}/{config.epochs} | {note} |"
-    notes = []
+    notes = list(shared)
     if summary["epochs_run"] < config.epochs:
         notes.append(f"shortened: {summary['epochs_run']} of {config.epochs} planned epochs")
     if summary.get("limit"):

@@ -20,7 +20,9 @@ mode sweeps are described without their exact settings; we run them on ``tt-tt``
 so that each sweep changes one thing at a time. Every run uses seed 0 (recorded in its ``config.json``).
 
 Each run writes to ``experiments/results/<study>/<run>-<backend>/`` (see :func:`run_dir`); the metrics and
-summaries there are what :mod:`experiments.report` tabulates. Run a study with ``python -m experiments.study``.
+summaries there are what :mod:`experiments.report` tabulates. A run that several studies plan (``tt-tt`` with
+SGD is in four) is trained once and shown in each (:func:`home_study`). Run a study with
+``python -m experiments.study``.
 
 >>> [r.model for r in STUDIES["mnist-table"].runs]
 ['fc-fc', 'tt-tt', 'tt-fc', 'fc-fc-fc', 'tt-tt-tt', 'tt-tt-fc']
@@ -37,7 +39,7 @@ from experiments.optim import OptimizerConfig
 from experiments.presets import MODE_SWEEP, RANK_SWEEP, get_preset
 from experiments.train import RunConfig
 
-__all__ = ["RESULTS_DIR", "STUDIES", "Study", "run_dir", "run_name"]
+__all__ = ["RESULTS_DIR", "STUDIES", "Study", "home_study", "run_dir", "run_name"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -108,6 +110,40 @@ def run_name(config: RunConfig, *, label_optimizer: bool = False) -> str:
     return f"{config.model}-{config.optimizer.name}" if label_optimizer else config.model
 
 
+def _same_run(a: RunConfig, b: RunConfig) -> bool:
+    """Whether ``a`` and ``b`` train the same network the same way, backend and run length aside.
+
+    The epoch count is left out because a run resumed with more epochs continues exactly as a longer run would
+    (the learning-rate schedule depends on the epoch, not on the total); smoke-run limits and the data folder
+    are left out because they never change a run's directory.
+    """
+    strip = {"backend": "", "epochs": 0, "limit": None, "max_batches": None, "data_dir": None}
+    return replace(a, **strip) == replace(b, **strip)
+
+
+def home_study(study: Study, config: RunConfig) -> tuple[Study, RunConfig]:
+    """The study that owns ``config``'s run, and the run as that study plans it.
+
+    A run planned by several studies (``tt-tt`` with SGD is the optimizer study's ``tt-tt-sgd``, the rank sweep's
+    rank 4 and the mode sweep's d = 5) is trained once, in the first study of :data:`STUDIES` that plans it.
+
+    >>> ranks = STUDIES["ranks"]
+    >>> owner, run = home_study(ranks, ranks.for_backend("torch")[2])
+    >>> owner.name, run.model, run.backend
+    ('mnist-table', 'tt-tt', 'torch')
+    """
+    for owner in STUDIES.values():
+        for planned in owner.runs:
+            if _same_run(planned, config):
+                return owner, replace(planned, backend=config.backend)
+    return study, config
+
+
 def run_dir(study: Study, config: RunConfig, results: Path = RESULTS_DIR) -> Path:
-    """``<results>/<study>/<run name>-<backend>``."""
-    return results / study.name / f"{run_name(config, label_optimizer=study.label_optimizer)}-{config.backend}"
+    """``<results>/<study>/<run name>-<backend>``, in the study that owns the run (:func:`home_study`).
+
+    >>> run_dir(STUDIES["modes"], STUDIES["modes"].for_backend("jax")[3]).relative_to(RESULTS_DIR).as_posix()
+    'mnist-table/tt-tt-jax'
+    """
+    owner, planned = home_study(study, config)
+    return results / owner.name / f"{run_name(planned, label_optimizer=owner.label_optimizer)}-{config.backend}"

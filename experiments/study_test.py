@@ -27,6 +27,26 @@ def test_report_of_an_empty_results_folder(tmp_path) -> None:
     assert "| tt-tt | jax | 791,294 | 791,294 |" in text
 
 
+def test_a_run_planned_by_several_studies_is_trained_once_and_shown_in_each(tmp_path) -> None:
+    def dirs(keep) -> set:
+        return {run_dir(s, c, tmp_path) for s in STUDIES.values() for c in s.for_backend("torch") if keep(c)}
+
+    home = tmp_path / "mnist-table" / "tt-tt-torch"
+    assert dirs(lambda c: c.model == "tt-tt" and c.optimizer.name == "sgd") == {home}
+    assert dirs(lambda c: c.optimizer.name == "adam") == {tmp_path / "optimizers" / "tt-tt-adam-torch"}
+    assert dirs(lambda c: c.model == "tt-tt-r8") == {tmp_path / "ranks" / "tt-tt-r8-torch"}
+    home.mkdir(parents=True)
+    (home / "summary.json").write_text(json.dumps({
+        "epochs_run": 25, "test_acc": 0.9679, "epoch_chosen_on_val": 25, "best_test_acc_thesis_protocol": 0.9681,
+        "best_test_epoch_thesis_protocol": 23, "train_time_s": 25 * 174.0, "device": "torch cuda",
+    }))
+    rows = [line for line in report.render(tmp_path).splitlines() if "96.79% (ep 25)" in line]
+    assert len(rows) == 4  # mnist-table, optimizers, ranks, modes
+    assert rows[0].startswith("| tt-tt | torch |") and "same run" not in rows[0]
+    assert rows[1].startswith("| tt-tt-sgd | torch |")
+    assert all("same run as mnist-table's tt-tt" in row and "25/25" in row for row in rows[1:])
+
+
 def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
     try:
         load_dataset("mnist", limit=10)
