@@ -71,20 +71,22 @@ def _cached(key, make):
     return _CACHE[kind][1]
 
 
-def _build(apply, params, cfg: LayerConfig, batch: int) -> Built:
+def _build(apply, params, cfg: LayerConfig, batch: int, compiler_options: dict | None = None) -> Built:
     # Shared by the candidates of one (layer, batch): at batch 1000 these are up to 1 GB each.
     x = _cached(("x", cfg.name, batch), lambda: _normal(1, (batch, cfg.shape.in_features)))
     g = _cached(("g", cfg.name, batch), lambda: _normal(2, (batch, cfg.shape.out_features)))
 
     # Compiled ahead of time: the timed calls (and the warm-up) only execute.
-    fwd = jax.jit(apply).lower(params, x).compile()
+    # ``compiler_options``: XLA debug options for these two compilations only (the XLA_FLAGS names without
+    # ``--``), e.g. ``{"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}``.
+    fwd = jax.jit(apply).lower(params, x).compile(compiler_options)
 
     def step(params, x, g):
         _, pullback = jax.vjp(apply, params, x)
         return pullback(g)
 
     t0 = time.perf_counter()
-    step_compiled = jax.jit(step).lower(params, x, g).compile()
+    step_compiled = jax.jit(step).lower(params, x, g).compile(compiler_options)
     compile_s = time.perf_counter() - t0
 
     def run_forward():
@@ -110,7 +112,7 @@ def _build(apply, params, cfg: LayerConfig, batch: int) -> Built:
     return Built(run_forward, run_step, memory, step_compile_s=compile_s)
 
 
-def build_ours(cfg: LayerConfig, batch: int, device: str) -> Built:
+def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiler_options: dict | None = None) -> Built:
     from flax import nnx
 
     import tt_jax
@@ -122,7 +124,7 @@ def build_ours(cfg: LayerConfig, batch: int, device: str) -> Built:
     def apply(params, x):
         return nnx.merge(graphdef, params)(x)
 
-    built = _build(apply, params, cfg, batch)
+    built = _build(apply, params, cfg, batch, compiler_options)
     built.notes.append(f"direction {layer.direction}")
     return built
 
