@@ -7,21 +7,23 @@ thesis's, the test accuracy at the epoch chosen on the validation split (the fig
 accuracy over epochs (the thesis's protocol, which picks the epoch on the test set: optimistic, shown for
 comparison only), the thesis's accuracy, the training time per epoch, the device and the epochs run. Runs not
 made yet show as such; shortened runs (fewer epochs than planned, a data ``limit`` or ``max_batches``) are
-flagged in the notes. A run that several studies plan is trained once and shown in each, noted as the run of
-the study that owns it.
+flagged in the notes. Each study with a run under way or done gets ``<results>/<study>/curves.png`` (validation
+accuracy and training loss per epoch of all its runs), linked below its table. A run that several studies plan is
+trained once and shown in each, noted as the run of the study that owns it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir, run_name
 from experiments.train import RunConfig
 
-__all__ = ["main", "render"]
+__all__ = ["main", "plot_study", "render", "study_curves"]
 
 OUTPUT = Path(__file__).resolve().parent / "RESULTS.md"
 BACKENDS = ("jax", "torch")
@@ -109,8 +111,54 @@ HEADER = (
 )
 
 
-def render(results: Path = RESULTS_DIR) -> str:
-    """The markdown of ``RESULTS.md`` for the runs under ``results``."""
+def study_curves(study: Study, results: Path = RESULTS_DIR) -> dict[tuple[str, str], list[dict]]:
+    """``(run name, backend) -> metrics rows`` of every run of ``study`` with at least one epoch."""
+    curves = {}
+    for backend in BACKENDS:
+        for config in study.for_backend(backend):
+            rows = _load(run_dir(study, config, results))["rows"]
+            if rows:
+                curves[run_name(config, label_optimizer=study.label_optimizer), backend] = rows
+    return curves
+
+
+def plot_study(study: Study, results: Path = RESULTS_DIR) -> Path | None:
+    """``<results>/<study>/curves.png``: validation accuracy and training loss per epoch of every run of ``study``
+    (one colour per run, solid JAX, dashed torch); ``None`` when no run has an epoch yet."""
+    curves = study_curves(study, results)
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(name for name, _ in curves))
+    colours = {name: f"C{i % 10}" for i, name in enumerate(names)}
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for (name, backend), rows in curves.items():
+        epochs = [r["epoch"] for r in rows]
+        style = {"color": colours[name], "linestyle": "-" if backend == "jax" else "--", "label": f"{name} ({backend})",
+                 "marker": "o" if len(rows) <= 3 else None}  # a run of one epoch is a point
+        ax_acc.plot(epochs, [100 * r["val_acc"] for r in rows], **style)
+        ax_loss.plot(epochs, [r["train_loss"] for r in rows], **style)
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy (%)", title="validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="training loss")
+    for ax in (ax_acc, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_loss.legend(fontsize="small", loc="upper right")
+    fig.suptitle(f"{study.name}: {study.description} ({DATASET_LABEL[study.runs[0].dataset]})")
+    fig.tight_layout()
+    path = results / study.name / "curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> str:
+    """The markdown of ``RESULTS.md`` for the runs under ``results``; ``plots``: study name -> link to its curves."""
+    plots = plots or {}
     parts = [
         "# Results: the thesis's studies, reproduced with the JAX and the PyTorch backend",
         "",
@@ -144,6 +192,8 @@ def render(results: Path = RESULTS_DIR) -> str:
         for backend in BACKENDS:
             for config in study.for_backend(backend):
                 parts.append(_row(study, config, results))
+        if study.name in plots:
+            parts += ["", f"![{study.name}: validation accuracy and training loss per epoch]({plots[study.name]})"]
     return "\n".join(parts) + "\n"
 
 
@@ -152,7 +202,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--results", type=Path, default=RESULTS_DIR)
     p.add_argument("--output", type=Path, default=OUTPUT)
     args = p.parse_args(argv)
-    args.output.write_text(render(args.results))
+    plots = {}
+    for study in STUDIES.values():
+        path = plot_study(study, args.results)
+        if path is not None:
+            plots[study.name] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
+    args.output.write_text(render(args.results, plots))
     print(f"wrote {args.output}")
     return args.output
 

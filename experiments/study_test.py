@@ -68,3 +68,20 @@ def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
     assert summary["freed_memory_retained"] is False  # conftest sets TT_RETAIN_MEMORY=0 for the test process
     if "cpu" in summary["device"]:
         assert f"({summary['cpu']})" in row
+
+
+def test_report_plots_each_study_with_metrics_and_links_the_plot(tmp_path) -> None:
+    results, output = tmp_path / "results", tmp_path / "RESULTS.md"
+    for backend in ("jax", "torch"):
+        run = results / "mnist-table" / f"tt-tt-tt-{backend}"
+        run.mkdir(parents=True)
+        rows = [{"epoch": e, "train_loss": 1.0 / e, "val_acc": 0.9 + e / 100} for e in (1, 2, 3)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert set(report.study_curves(STUDIES["mnist-table"], results)) == {("tt-tt-tt", "jax"), ("tt-tt-tt", "torch")}
+    report.main(["--results", str(results), "--output", str(output)])
+    plot = results / "mnist-table" / "curves.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (results / "optimizers" / "curves.png").exists()  # no run of that study has an epoch
+    text = output.read_text()
+    assert "(results/mnist-table/curves.png)" in text and text.count("curves.png") == 1
+    assert "in progress / interrupted after 3 of 25 epochs" in text
