@@ -21,8 +21,6 @@ and with the broadcast forced everywhere (``proposals/README.md`` section 6)::
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from unittest import mock
 
 import jax
@@ -31,6 +29,7 @@ from flax import nnx
 
 import tt_jax
 import tt_jax.layer as tt_layer
+from benchmarks import timing
 from benchmarks.layers import LAYERS
 
 
@@ -80,15 +79,8 @@ def _training_step(form):
 
 def _interleaved_medians(calls: dict, repeats: int) -> dict[str, float]:
     """Median ms of each ``name -> (compiled function, args)``, one call of each in turn per round."""
-    times: dict[str, list[float]] = {k: [] for k in calls}
-    for fn, args in calls.values():
-        jax.block_until_ready(fn(*args))  # warm-up
-    for _ in range(repeats):
-        for k, (fn, args) in calls.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+    blocking = {k: (lambda fn=fn, args=args: jax.block_until_ready(fn(*args))) for k, (fn, args) in calls.items()}
+    return {k: median for k, (median, _) in timing.interleaved(blocking, repeats).items()}
 
 
 def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str, float]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from tt_common.machine import cpu_model
 
-__all__ = ["Timing", "cpu_model", "load_average", "machine_info", "measure"]
+__all__ = ["Timing", "cpu_model", "interleaved", "load_average", "machine_info", "measure"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,27 @@ def measure(
         times.append(dt)
         spent += dt
     return Timing(min(times), statistics.median(times), len(times), first)
+
+
+def interleaved(
+    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+) -> dict[str, tuple[float, float]]:
+    """``name -> (median ms, min ms)`` of each blocking call, timed one call of each in turn per round
+    (after ``warmup`` untimed rounds), so that a slow spell of a shared machine hits every candidate alike.
+
+    >>> sorted(interleaved({"a": lambda: None, "b": lambda: None}, rounds=3))
+    ['a', 'b']
+    """
+    for _ in range(warmup):
+        for call in calls.values():
+            call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            t0 = time.perf_counter()
+            call()
+            times[name].append(1e3 * (time.perf_counter() - t0))
+    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def load_average() -> tuple[float, float, float] | None:

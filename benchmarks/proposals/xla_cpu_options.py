@@ -18,15 +18,13 @@ The same settings apply to any program through ``XLA_FLAGS``, e.g.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
-from collections.abc import Callable
 
 from benchmarks import candidates_jax, candidates_torch
 from benchmarks.layers import LAYERS, get
-from benchmarks.timing import load_average, machine_info
+from benchmarks.timing import cpu_model, interleaved, load_average
 
-__all__ = ["SETTINGS", "time_interleaved"]
+__all__ = ["SETTINGS", "run"]
 
 YNN = "xla_cpu_experimental_ynn_fusion_type"
 SETTINGS: dict[str, dict[str, str] | None] = {
@@ -35,22 +33,6 @@ SETTINGS: dict[str, dict[str, str] | None] = {
     "ynn fusions": {YNN: "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"},
     "no ynn": {YNN: ""},  # neither dots nor reductions
 }
-
-
-def time_interleaved(
-    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 2
-) -> dict[str, tuple[float, float]]:
-    """``name -> (median ms, min ms)`` of each call, timed one call of each in turn per round."""
-    for _ in range(warmup):
-        for call in calls.values():
-            call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[name].append(1e3 * (time.perf_counter() - t0))
-    return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 
 def _cell(median_min: tuple[float, float]) -> str:
@@ -74,7 +56,7 @@ def run(layers: list[str], batches: list[int], rounds: int) -> str:
             built["torch"] = candidates_torch.build_ours(cfg, batch, "cpu")
             for pass_ in ("fwd", "fwd+bwd"):
                 calls = {n: (b.forward if pass_ == "fwd" else b.train_step) for n, b in built.items()}
-                result = time_interleaved(calls, rounds)
+                result = interleaved(calls, rounds, warmup=2)
                 best = min(names, key=lambda n: result[n][0])
                 cells = " | ".join(_cell(result[n]) for n in [*names, "torch"])
                 gain = result["default"][0] / result[best][0]
@@ -98,8 +80,7 @@ def main(argv: list[str] | None = None) -> str:
     before = load_average()
     start = time.perf_counter()
     table = run(args.layers, args.batches, args.rounds)
-    info = machine_info()
-    head = (f"Median / min ms over {args.rounds} interleaved rounds; cpu {info.get('cpu')}; load average before "
+    head = (f"Median / min ms over {args.rounds} interleaved rounds; cpu {cpu_model()}; load average before "
             f"{before}, after {load_average()}; {time.perf_counter() - start:.0f} s. Settings: "
             + "; ".join(f"{n}: {o}" for n, o in SETTINGS.items()))
     text = f"{head}\n\n{table}\n"
