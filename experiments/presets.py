@@ -197,11 +197,12 @@ def _sweeps() -> list[Network]:
     out = []
     for r in RANK_SWEEP:
         if r != 4:
-            out.append(Network(f"tt-tt-r{r}", "mnist", tt_tt(r, 5), description=f"tt-tt with ranks {r}"))
-    for d, (m_in, m_hidden, _) in MODE_SWEEP.items():
+            out.append(Network(f"tt-tt-r{r}", "mnist", tt_tt(r, 5), description=f"tt-tt with every TT-rank {r} (both TT layers)"))
+    for d, modes in MODE_SWEEP.items():
         if d != 5:
-            out.append(Network(f"tt-tt-d{d}", "mnist", tt_tt(4, d),
-                               description=f"tt-tt with {d} cores: 784 {m_in} -> 262144 {m_hidden}, r4"))
+            m_in, m_hidden, m_out = (f"({','.join(map(str, m))})" for m in modes)
+            out.append(Network(f"tt-tt-d{d}", "mnist", tt_tt(4, d), description=(
+                f"tt-tt with {d} cores: TT 784 {m_in} -> 262144 {m_hidden} r4, TT -> 10 {m_out} r4")))
     return out
 
 

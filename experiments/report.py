@@ -156,6 +156,12 @@ def plot_study(study: Study, results: Path = RESULTS_DIR) -> Path | None:
     return path
 
 
+def _networks(study: Study) -> list[str]:
+    """One bullet per network the study trains: its preset name and what it is (modes, ranks, layers)."""
+    models = dict.fromkeys(config.model for config in study.runs)
+    return [f"- `{model}`: {get_preset(model).description}" for model in models]
+
+
 def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> str:
     """The markdown of ``RESULTS.md`` for the runs under ``results``; ``plots``: study name -> link to its curves."""
     plots = plots or {}
@@ -186,6 +192,8 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
             "",
             f"Dataset: {dataset}. Batch {study.runs[0].batch_size}, seed {study.runs[0].seed}"
             + ("" if study.label_optimizer else f", {opt.name} lr {opt.learning_rate}") + ".",
+            "",
+            *_networks(study),
             "",
             HEADER,
         ]

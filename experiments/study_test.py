@@ -25,6 +25,8 @@ def test_report_of_an_empty_results_folder(tmp_path) -> None:
     text = report.render(tmp_path)
     assert "not run yet" in text and "CIFAR-10 (JPEG q75 copy)" in text
     assert "| tt-tt | jax | 791,294 | 791,294 |" in text
+    assert "- `tt-tt-d2`: tt-tt with 2 cores: TT 784 (28,28) -> 262144 (512,512) r4, TT -> 10 (5,2) r4" in text
+    assert text.count("- `tt-tt`: TT 784 (2,2,7,4,7)") == 4  # mnist-table, optimizers, ranks, modes
 
 
 def test_a_run_planned_by_several_studies_is_trained_once_and_shown_in_each(tmp_path) -> None:
