@@ -197,7 +197,8 @@ def _sweeps() -> list[Network]:
     out = []
     for r in RANK_SWEEP:
         if r != 4:
-            out.append(Network(f"tt-tt-r{r}", "mnist", tt_tt(r, 5), description=f"tt-tt with every TT-rank {r} (both TT layers)"))
+            out.append(Network(f"tt-tt-r{r}", "mnist", tt_tt(r, 5),
+                               description=f"tt-tt with every TT-rank {r} (both TT layers)"))
     for d, modes in MODE_SWEEP.items():
         if d != 5:
             m_in, m_hidden, m_out = (f"({','.join(map(str, m))})" for m in modes)
