@@ -36,6 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from tt_common.contraction import choose_direction
 from tt_common.shapes import TTMatrixShape
 
 __all__ = ["Dense", "Network", "PRESETS", "TT", "get_preset"]
@@ -108,6 +109,14 @@ class Network:
     def param_count(self) -> int:
         """Weights + biases + batch-norm scales and offsets."""
         return sum(layer.param_count() + 2 * layer.out_features for layer in self.layers)
+
+    def tt_directions(self) -> tuple[str, ...]:
+        """The direction each TT layer contracts in (the models build them with ``direction="auto"``).
+
+        >>> get_preset("tt-tt").tt_directions(), get_preset("tt-tt-d3").tt_directions()
+        (('rtl', 'rtl'), ('rtl', 'rtl'))
+        """
+        return tuple(choose_direction(layer.shape) for layer in self.layers if isinstance(layer, TT))
 
     def largest_parameter(self) -> int:
         """Elements of the largest single parameter (a dense weight, a TT core or a bias).

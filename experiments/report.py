@@ -92,6 +92,10 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
         notes.append(f"{summary['max_batches_per_epoch']} batches per epoch")
     if summary.get("freed_memory_retained"):
         notes.append("freed memory retained")
+    ran, today = summary.get("tt_directions"), list(spec.tt_directions())
+    if ran is not None and ran != today:
+        notes.append(f"TT layers contracted {', '.join(ran)} (today {', '.join(today)}: a later direction rule; "
+                     "today's time per epoch differs)")
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
     device = summary["device"]
     if "cpu" in device and summary.get("cpu"):

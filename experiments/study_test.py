@@ -68,6 +68,7 @@ def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
     assert "shortened: 1 of 25 planned epochs" in row and "data limited to 300" in row and "(ep 1)" in row
     summary = json.loads((out / "summary.json").read_text())
     assert summary["freed_memory_retained"] is False  # conftest sets TT_RETAIN_MEMORY=0 for the test process
+    assert summary["tt_directions"] == ["rtl", "ltr", "rtl"] and "contracted" not in row
     if "cpu" in summary["device"]:
         assert f"({summary['cpu']})" in row
 
@@ -87,3 +88,15 @@ def test_report_plots_each_study_with_metrics_and_links_the_plot(tmp_path) -> No
     text = output.read_text()
     assert "(results/mnist-table/curves.png)" in text and text.count("curves.png") == 1
     assert "in progress / interrupted after 3 of 25 epochs" in text
+
+
+def test_report_notes_a_run_whose_tt_layers_contracted_in_another_direction(tmp_path) -> None:
+    summary = {"epochs_run": 25, "test_acc": 0.9673, "epoch_chosen_on_val": 23, "best_test_acc_thesis_protocol": 0.9675,
+               "best_test_epoch_thesis_protocol": 24, "train_time_s": 25 * 128.0, "device": "torch cpu"}
+    for model, directions in (("tt-tt-d4", ["ltr", "rtl"]), ("tt-tt-d6", ["rtl", "rtl"])):
+        run = tmp_path / "modes" / f"{model}-torch"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({**summary, "tt_directions": directions}))
+    rows = {line.split(" | ")[0][2:]: line for line in report.render(tmp_path).splitlines() if "96.73%" in line}
+    assert "TT layers contracted ltr, rtl (today rtl, rtl: a later direction rule" in rows["tt-tt-d4"]
+    assert "contracted" not in rows["tt-tt-d6"]

@@ -166,6 +166,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
         "cpu": cpu_model(),
         "freed_memory_retained": retained(),  # see tt_common.memory: it changes the times, not the results
+        "tt_directions": list(spec.tt_directions()),  # the contraction order changes the times, not the results
     }
 
 
