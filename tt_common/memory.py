@@ -29,6 +29,10 @@ layer, 0.77 GiB per gradient; torch, batch 100): the process grew in 0.77 GiB st
 50 training steps and was killed for memory at 23 GiB after 368, while malloc's defaults kept it under 4.7 GiB.
 So :func:`retain_freed_memory` does nothing when told of a parameter above :data:`MAX_PARAMETER_BYTES`
 (256 MiB); the largest of the thesis's other networks is 64 MiB (``cifar-fc``'s 4096 x 4096 layer).
+Large temporaries of the backward can fragment the heap the same way: ``784 (7,16,7) -> 262144 (64,64,64)``
+contracted left to right (a 420 MB broadcast gradient per step at batch 100) grew a torch training process to
+24 GB, killed for memory in its fifth epoch; right to left, the direction the layers now choose for it
+(:func:`tt_common.contraction.choose_direction`), the same run stays under 7 GB.
 
 Set ``TT_RETAIN_MEMORY=0`` to leave ``malloc`` alone (the test suite does, in ``conftest.py``). Elsewhere
 than glibc (macOS, musl) it does nothing.
