@@ -43,25 +43,18 @@ import time
 import numpy as np
 
 from benchmarks.layers import LAYERS, LayerConfig, get
-from tt_common.contraction import _groupings, _state_elements, choose_direction, contraction_flops, merged_shape, tt_matmul
+from tt_common.contraction import (
+    _groupings,
+    _state_elements,
+    _step_sizes,
+    choose_direction,
+    contraction_flops,
+    merged_shape,
+    tt_matmul,
+)
 from tt_common.shapes import TTMatrixShape
 
 # ---------------------------------------------------------------- framework-neutral steps
-
-
-def _step_matrices(shape: TTMatrixShape, direction: str):
-    """Per step (execution order): core index k, (a, K) of the matrix C, L factor, R."""
-    m, n, r, d = shape.in_modes, shape.out_modes, shape.ranks, shape.d
-    steps = []
-    if direction == "ltr":
-        for k in range(d):
-            # state [B, n_1..n_{k-1}, r_{k-1} m_k, m_{k+1}..m_d] -> [B, n_1..n_k, r_k m_{k+1}, ...]
-            steps.append((k, n[k] * r[k + 1], r[k] * m[k], math.prod(n[:k]), math.prod(m[k + 1 :])))
-    else:
-        for k in range(d - 1, -1, -1):
-            # state [B, m_1..m_{k-1}, m_k r_k, n_{k+1}..n_d] -> [B, m_1..m_{k-1}, r_{k-1} n_k, ...]
-            steps.append((k, r[k] * n[k], m[k] * r[k + 1], math.prod(m[:k]), math.prod(n[k + 1 :])))
-    return steps
 
 
 def _core_matrix(core, direction: str, permute):
@@ -75,7 +68,7 @@ def tt_bmm(x, cores, shape: TTMatrixShape, direction: str, *, permute, bmm_step)
     """The ``bmm`` variant; ``bmm_step(C, S)`` computes ``out[l] = C @ S[l]`` for ``S`` of shape (L, K, R)."""
     batch = x.shape[0]
     state = x
-    for k, a, kk, left, right in _step_matrices(shape, direction):
+    for k, a, kk, left, right in _step_sizes(shape, direction):
         c = _core_matrix(cores[k], direction, permute)
         if right == 1:
             state = state.reshape(batch * left, kk) @ c.T
