@@ -105,7 +105,8 @@ def _step_sizes(shape: TTMatrixShape, direction: Direction) -> list[tuple[int, i
     if direction == "ltr":
         return [(k, n[k] * r[k + 1], r[k] * m[k], math.prod(n[:k]), math.prod(m[k + 1 :])) for k in range(d)]
     if direction == "rtl":
-        return [(k, r[k] * n[k], m[k] * r[k + 1], math.prod(m[:k]), math.prod(n[k + 1 :])) for k in range(d - 1, -1, -1)]
+        return [(k, r[k] * n[k], m[k] * r[k + 1], math.prod(m[:k]), math.prod(n[k + 1 :]))
+                for k in range(d - 1, -1, -1)]
     raise ValueError(f"direction must be 'ltr' or 'rtl', got {direction!r}")
 
 
