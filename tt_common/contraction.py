@@ -77,17 +77,8 @@ def contraction_flops(shape: TTMatrixShape, batch_size: int, direction: Directio
     >>> contraction_flops(shape, 1, "ltr"), contraction_flops(shape, 1, "rtl")
     ([96, 240], [120, 160])
     """
-    m, n, r = shape.in_modes, shape.out_modes, shape.ranks
-    d = shape.d
-    if direction == "ltr":
-        order = range(d)
-        cost = lambda k: math.prod(n[: k + 1]) * math.prod(m[k:])  # noqa: E731
-    elif direction == "rtl":
-        order = range(d - 1, -1, -1)
-        cost = lambda k: math.prod(m[: k + 1]) * math.prod(n[k:])  # noqa: E731
-    else:
-        raise ValueError(f"direction must be 'ltr' or 'rtl', got {direction!r}")
-    return [2 * batch_size * r[k] * r[k + 1] * cost(k) for k in order]
+    # Step k multiplies its (a, c) core matrix into each of B outer (c, inner) slices: 2 a c inner FLOPs each.
+    return [2 * batch_size * outer * a * c * inner for _, a, c, outer, inner in _step_sizes(shape, direction)]
 
 
 def _step_sizes(shape: TTMatrixShape, direction: Direction) -> list[tuple[int, int, int, int, int]]:
