@@ -224,11 +224,12 @@ def merge_cores(
 
 
 def _state_elements(shape: TTMatrixShape, batch_size: int, direction: Direction) -> list[int]:
-    m, n, r, d = shape.in_modes, shape.out_modes, shape.ranks, shape.d
-    if direction == "ltr":
-        after = [r[k + 1] * math.prod(n[: k + 1]) * math.prod(m[k + 1 :]) for k in range(d)]
-    else:
-        after = [r[k] * math.prod(m[:k]) * math.prod(n[k:]) for k in range(d - 1, -1, -1)]
+    """Elements of the state before the first step and after each step (:func:`_step_sizes`), in order.
+
+    >>> _state_elements(TTMatrixShape.create((2, 3), (4, 5), ranks=2), 1, "ltr")
+    [6, 24, 20]
+    """
+    after = [outer * a * inner for _, a, _, outer, inner in _step_sizes(shape, direction)]
     return [batch_size * s for s in (shape.in_features, *after)]
 
 
