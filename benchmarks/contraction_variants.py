@@ -44,6 +44,7 @@ import numpy as np
 
 from benchmarks.layers import LAYERS, LayerConfig, get
 from tt_common.contraction import (
+    _core_matrix,
     _groupings,
     _state_elements,
     _step_sizes,
@@ -55,13 +56,6 @@ from tt_common.contraction import (
 from tt_common.shapes import TTMatrixShape
 
 # ---------------------------------------------------------------- framework-neutral steps
-
-
-def _core_matrix(core, direction: str, permute):
-    r0, m, n, r1 = core.shape
-    if direction == "ltr":  # (n_k r_k, r_{k-1} m_k)
-        return permute(core, (2, 3, 0, 1)).reshape(n * r1, r0 * m)
-    return permute(core, (0, 2, 1, 3)).reshape(r0 * n, m * r1)  # (r_{k-1} n_k, m_k r_k)
 
 
 def tt_bmm(x, cores, shape: TTMatrixShape, direction: str, *, permute, bmm_step):

@@ -347,12 +347,21 @@ def _chain(x, cores, shape: TTMatrixShape, batch: int, direction: Direction, per
     middle and :func:`_step` replaces them with ``r_{k-1} n_k`` (``n_k r_k``): read row-major, its product
     already is the next state, and after the last core it is the row-major ``(B, N)`` result.
     """
-    axes = (0, 2, 1, 3) if direction == "rtl" else (2, 3, 0, 1)  # (r_{k-1} n_k, m_k r_k) / (n_k r_k, r_{k-1} m_k)
     state = x
-    for k, a, c, outer, inner in _step_sizes(shape, direction):
-        core = permute(cores[k], axes).reshape(a, c)
-        state = _step(core, state, batch * outer, inner, matmul)
+    for k, _, _, outer, inner in _step_sizes(shape, direction):
+        state = _step(_core_matrix(cores[k], direction, permute), state, batch * outer, inner, matmul)
     return state
+
+
+def _core_matrix(core, direction: Direction, permute: Permute) -> Any:
+    """The core ``(r_{k-1}, m_k, n_k, r_k)`` as the ``(a, c)`` matrix of its step (:func:`_step_sizes`).
+
+    Left to right ``(n_k r_k, r_{k-1} m_k)``, right to left ``(r_{k-1} n_k, m_k r_k)``.
+    """
+    r0, m, n, r1 = core.shape
+    if direction == "ltr":
+        return permute(core, (2, 3, 0, 1)).reshape(n * r1, r0 * m)
+    return permute(core, (0, 2, 1, 3)).reshape(r0 * n, m * r1)
 
 
 def _step(core, state, outer: int, inner: int, matmul) -> Any:
