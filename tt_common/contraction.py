@@ -58,6 +58,7 @@ __all__ = [
     "flop_table",
     "merge_cores",
     "merged_shape",
+    "plan_cost",
     "plan_groups",
     "reconstruction_flops",
     "tt_matmul",
@@ -254,39 +255,59 @@ def plan_groups(
     step_flops: float = 2e6,
     max_core_size: int = 2**16,
 ) -> tuple[tuple[int, ...], Direction]:
-    """The merge (run lengths) and direction of least modelled cost for a batch of ``batch_size``.
+    """The merge (run lengths) and direction of least :func:`plan_cost` for a batch of ``batch_size``.
 
-    Cost = FLOPs of the steps and of the merges + ``flops_per_byte`` x the
-    float32 bytes each step reads and writes + ``step_flops`` per step (call
-    overhead). ``flops_per_byte`` is the machine balance (matmul FLOP/s over
-    memory bytes/s: about 10 on a CPU, 15 on an H100). Merged cores stay below
-    ``max_core_size`` elements. Cached: eager frameworks call it on every forward pass.
+    Merged cores stay at or below ``max_core_size`` elements (the layer's own cores may be larger). Cached: eager frameworks call it on every forward pass.
 
     >>> plan_groups(TTMatrixShape.create((2, 2, 7, 4, 7), (8, 16, 16, 16, 8), 4), 100)
     ((2, 1, 1, 1), 'rtl')
     """
     best = None
     for groups in _groupings(shape.d):
-        merged = merged_shape(shape, groups)
-        if max(math.prod(s) for s in merged.core_shapes) > max_core_size:
-            continue
-        merge_flops, i = 0, 0
-        for g in groups:
-            r0, m0, n0 = shape.ranks[i], 1, 1
-            for k in range(i, i + g - 1):
-                m0, n0 = m0 * shape.in_modes[k], n0 * shape.out_modes[k]
-                r1, (m1, n1, r2) = shape.ranks[k + 1], shape.core_shapes[k + 1][1:]
-                merge_flops += 2 * r0 * m0 * n0 * r1 * m1 * n1 * r2
-            i += g
+        merged_sizes = [math.prod(s) for s in merged_shape(shape, groups).core_shapes]
+        if any(g > 1 and size > max_core_size for g, size in zip(groups, merged_sizes)):
+            continue  # an unmerged core may be larger: the grouping of single cores is always a candidate
         for direction in ("ltr", "rtl"):
-            sizes = _state_elements(merged, batch_size, direction)
-            traffic = 4 * sum(a + b for a, b in zip(sizes, sizes[1:]))
-            flops = sum(contraction_flops(merged, batch_size, direction))
-            cost = flops + merge_flops + flops_per_byte * traffic + step_flops * (merged.d + len(shape.in_modes) - len(groups))
+            cost = plan_cost(shape, batch_size, groups, direction, flops_per_byte=flops_per_byte, step_flops=step_flops)
             if best is None or cost < best[0]:
                 best = (cost, groups, direction)
-    assert best is not None  # the grouping of single cores always fits
+    assert best is not None
     return best[1], best[2]
+
+
+def plan_cost(
+    shape: TTMatrixShape,
+    batch_size: int,
+    groups: Sequence[int],
+    direction: Direction,
+    *,
+    flops_per_byte: float = 10.0,
+    step_flops: float = 2e6,
+) -> float:
+    """Modelled cost, in FLOPs, of merging runs ``groups`` of adjacent cores, then contracting in ``direction``.
+
+    Cost = FLOPs of the steps and of the merges + ``flops_per_byte`` x the float32 bytes each step reads and
+    writes + ``step_flops`` per step and per merge (call overhead). ``flops_per_byte`` is the machine balance
+    (matmul FLOP/s over memory bytes/s: about 10 on a CPU, 15 on an H100).
+
+    >>> shape = TTMatrixShape.create((2, 3), (4, 5), ranks=2)
+    >>> plan_cost(shape, 1, (1, 1), "ltr", step_flops=0)  # 336 FLOPs + 10 x 4 x (6 + 24 + 24 + 20) bytes
+    3296.0
+    """
+    groups = _check_groups(groups, shape.d)
+    merge_flops, i = 0, 0
+    for g in groups:
+        r0, m0, n0 = shape.ranks[i], 1, 1
+        for k in range(i, i + g - 1):
+            m0, n0 = m0 * shape.in_modes[k], n0 * shape.out_modes[k]
+            r1, (m1, n1, r2) = shape.ranks[k + 1], shape.core_shapes[k + 1][1:]
+            merge_flops += 2 * r0 * m0 * n0 * r1 * m1 * n1 * r2
+        i += g
+    merged = merged_shape(shape, groups)
+    sizes = _state_elements(merged, batch_size, direction)
+    traffic = 4 * sum(a + b for a, b in zip(sizes, sizes[1:]))
+    flops = sum(contraction_flops(merged, batch_size, direction))
+    return flops + merge_flops + flops_per_byte * traffic + step_flops * (merged.d + shape.d - len(groups))
 
 
 def tt_matmul(

@@ -104,13 +104,25 @@ def test_merged_product_equals_dense_reference(shape, batch_shape, direction, se
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(initial=1.0))
 
 
-def test_plan_groups_never_costs_more_than_core_by_core() -> None:
-    from tt_common.contraction import merged_shape, plan_groups
+@given(tt_shapes(), st.sampled_from([1, 7, 100, 1000]))
+def test_plan_groups_never_costs_more_than_core_by_core(shape, batch) -> None:
+    from tt_common.contraction import merged_shape, plan_cost, plan_groups
 
-    shape = TTMatrixShape.create((4, 8, 4, 8, 3), (8, 8, 8, 8, 8), 4)
-    groups, direction = plan_groups(shape, 100)
+    groups, direction = plan_groups(shape, batch)
     assert sum(groups) == shape.d and direction in ("ltr", "rtl")
-    assert merged_shape(shape, groups).d <= shape.d
+    assert max(map(math.prod, merged_shape(shape, groups).core_shapes)) <= max(2**16, *map(math.prod, shape.core_shapes))
+    unmerged = min(plan_cost(shape, batch, (1,) * shape.d, d) for d in ("ltr", "rtl"))
+    assert plan_cost(shape, batch, groups, direction) <= unmerged
+
+
+def test_plan_groups_takes_layers_whose_own_cores_exceed_the_merge_limit() -> None:
+    from tt_common.contraction import plan_groups
+
+    shape = TTMatrixShape.create((32, 32), (128, 128), 32)  # each core 131,072 elements, above max_core_size
+    assert plan_groups(shape, 100) == ((1, 1), "ltr")
+    cores = _random_cores(shape, 0)
+    x = np.random.default_rng(1).standard_normal((2, shape.in_features))
+    np.testing.assert_allclose(tt_matmul(x, cores, shape, groups="auto"), x @ tt_to_dense(cores), rtol=1e-10)
 
 
 def test_ties_go_to_the_direction_with_smaller_broadcast_cores() -> None:
