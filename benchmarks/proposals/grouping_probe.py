@@ -1,0 +1,154 @@
+"""Probe (not part of the benchmark run): does ``plan_groups`` pick the fastest merge of cores?
+
+Both layers contract with ``groups="auto"``: :func:`tt_common.contraction.plan_groups` merges runs of adjacent
+cores and picks the plan of least modelled cost (:func:`tt_common.contraction.plan_cost`: FLOPs + 10 FLOPs per
+byte of state traffic + 2e6 per step, merged cores up to 2^16 elements). Those constants were set by hand on a
+loaded machine. This probe ranks every plan (grouping and direction, merged cores up to ``--max-core-size``)
+by modelled cost, keeps the ``--top`` cheapest and the library's own plan, and times the forward and the
+training step (``vjp`` to the cores and the input) of our JAX layer (jitted) and our torch layer (eager) with
+each plan forced, interleaved per framework (median of ``--rounds``). Run from the repository root::
+
+    python -m benchmarks.proposals.grouping_probe --layers 25088-4096 32768-8192 --batch 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import sys
+from collections.abc import Callable
+from unittest import mock
+
+import numpy as np
+
+
+import tt_common.contraction as contraction
+from benchmarks import timing
+from benchmarks.layers import LayerConfig, get
+from tt_common.contraction import Direction, _groupings, merged_shape, plan_cost, plan_groups
+
+Plan = tuple[tuple[int, ...], Direction]
+
+
+def candidate_plans(cfg: LayerConfig, batch: int, top: int, max_core_size: int) -> list[Plan]:
+    """The ``top`` plans of least modelled cost, then the library's plan if it is not among them."""
+    shape = cfg.shape
+    plans = [
+        (groups, direction)
+        for groups in _groupings(shape.d)
+        if max(math.prod(s) for s in merged_shape(shape, groups).core_shapes) <= max_core_size or max(groups) == 1
+        for direction in ("ltr", "rtl")
+    ]
+    plans.sort(key=lambda plan: plan_cost(shape, batch, *plan))
+    chosen = plans[:top]
+    library = plan_groups(shape, batch)
+    return chosen if library in chosen else [*chosen, library]
+
+
+def _forced(plan: Plan):
+    """A context in which ``groups="auto"`` means ``plan``."""
+    return mock.patch.object(contraction, "plan_groups", lambda *args, **kwargs: plan)
+
+
+def _check_same(outputs: list[np.ndarray], plans: list[Plan]) -> None:
+    """Every plan computes the same product (float32 sums in another order: relative 1e-4 of the largest output)."""
+    for out, plan in zip(outputs[1:], plans[1:]):
+        np.testing.assert_allclose(out, outputs[0], atol=1e-4 * np.abs(outputs[0]).max(), err_msg=str(plan))
+
+
+def time_jax(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> dict[str, float]:
+    import jax
+    from flax import nnx
+
+    import tt_jax
+
+    x = jax.random.normal(jax.random.key(1), (batch, cfg.shape.in_features))
+    g = jax.random.normal(jax.random.key(2), (batch, cfg.shape.out_features))
+    calls: dict[str, Callable[[], object]] = {}
+    outputs = []
+    for plan in plans:
+        layer = tt_jax.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, direction=plan[1], rngs=nnx.Rngs(0))
+        graphdef, params = nnx.split(layer)
+
+        def apply(params, x, graphdef=graphdef):
+            return nnx.merge(graphdef, params)(x)
+
+        def step(params, x, g, apply=apply):
+            return jax.vjp(apply, params, x)[1](g)
+
+        with _forced(plan):  # applies while tracing
+            fwd = jax.jit(apply).lower(params, x).compile()
+            train = jax.jit(step).lower(params, x, g).compile()
+        outputs.append(np.asarray(fwd(params, x)))
+        calls[f"fwd {plan}"] = lambda fwd=fwd, params=params: jax.block_until_ready(fwd(params, x))
+        calls[f"step {plan}"] = lambda train=train, params=params: jax.block_until_ready(train(params, x, g))
+    _check_same(outputs, plans)
+    return {name: median for name, (median, _) in timing.interleaved(calls, rounds).items()}
+
+
+def time_torch(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> dict[str, float]:
+    import torch
+
+    import tt_torch
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, cfg.shape.in_features, requires_grad=True)
+    g = torch.randn(batch, cfg.shape.out_features)
+    calls: dict[str, Callable[[], object]] = {}
+    outputs = []
+    for plan in plans:
+        layer = tt_torch.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, direction=plan[1])
+        if calls:  # every plan's layer holds the same cores
+            layer.load_state_dict(first.state_dict())
+        else:
+            first = layer
+
+        def fwd(layer=layer, plan=plan):
+            with _forced(plan), torch.no_grad():
+                return layer(x)
+
+        def step(layer=layer, plan=plan):
+            layer.zero_grad(set_to_none=True)
+            x.grad = None
+            with _forced(plan):
+                layer(x).backward(g)
+
+        calls[f"fwd {plan}"], calls[f"step {plan}"] = fwd, step
+        outputs.append(fwd().numpy())
+    _check_same(outputs, plans)
+    return {name: median for name, (median, _) in timing.interleaved(calls, rounds).items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--layers", nargs="+", default=["25088-4096", "32768-8192", "3072-32768", "784-262144"])
+    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--max-core-size", type=int, default=2**20)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--frameworks", nargs="+", choices=["jax", "torch"], default=["jax", "torch"])
+    args = p.parse_args(argv)
+    print(f"load average before: {timing.load_average()}", flush=True)
+    for name in args.layers:
+        cfg = get(name)
+        plans = candidate_plans(cfg, args.batch, args.top, args.max_core_size)
+        library = plan_groups(cfg.shape, args.batch)
+        times = {fw: (time_jax if fw == "jax" else time_torch)(cfg, args.batch, plans, args.rounds)
+                 for fw in args.frameworks}
+        base = plan_cost(cfg.shape, args.batch, *library)
+        print(f"\n`{name}` batch {args.batch} (library plan {library}); median ms over {args.rounds} interleaved rounds\n")
+        header = ["plan", "model cost / library's", "largest merged core"]
+        header += [f"{fw} {what}" for fw, what in itertools.product(args.frameworks, ("fwd", "fwd+bwd"))]
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for plan in plans:
+            mark = " (library)" if plan == library else ""
+            largest = max(math.prod(s) for s in merged_shape(cfg.shape, plan[0]).core_shapes)
+            row = [f"{plan[0]} {plan[1]}{mark}", f"{plan_cost(cfg.shape, args.batch, *plan) / base:.2f}", f"{largest:,}"]
+            row += [f"{times[fw][f'{what} {plan}']:.3g}" for fw in args.frameworks for what in ("fwd", "step")]
+            print("| " + " | ".join(row) + " |", flush=True)
+    print(f"\nload average after: {timing.load_average()}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
