@@ -257,7 +257,8 @@ def plan_groups(
 ) -> tuple[tuple[int, ...], Direction]:
     """The merge (run lengths) and direction of least :func:`plan_cost` for a batch of ``batch_size``.
 
-    Merged cores stay at or below ``max_core_size`` elements (the layer's own cores may be larger). Cached: eager frameworks call it on every forward pass.
+    Merged cores stay at or below ``max_core_size`` elements (the layer's own cores may be larger).
+    Cached: eager frameworks call it on every forward pass.
 
     >>> plan_groups(TTMatrixShape.create((2, 2, 7, 4, 7), (8, 16, 16, 16, 8), 4), 100)
     ((2, 1, 1, 1), 'rtl')

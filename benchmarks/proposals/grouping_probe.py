@@ -120,6 +120,20 @@ def time_torch(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> 
     return {name: median for name, (median, _) in timing.interleaved(calls, rounds).items()}
 
 
+def _print_table(cfg: LayerConfig, batch: int, plans: list[Plan], library: Plan, times: dict) -> None:
+    frameworks = list(times)
+    header = ["plan", "model cost / library's", "largest merged core"]
+    header += [f"{fw} {what}" for fw, what in itertools.product(frameworks, ("fwd", "fwd+bwd"))]
+    print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    base = plan_cost(cfg.shape, batch, *library)
+    for plan in plans:
+        mark = " (library)" if plan == library else ""
+        largest = max(math.prod(s) for s in merged_shape(cfg.shape, plan[0]).core_shapes)
+        row = [f"{plan[0]} {plan[1]}{mark}", f"{plan_cost(cfg.shape, batch, *plan) / base:.2f}", f"{largest:,}"]
+        row += [f"{times[fw][f'{what} {plan}']:.3g}" for fw in frameworks for what in ("fwd", "step")]
+        print("| " + " | ".join(row) + " |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--layers", nargs="+", default=["25088-4096", "32768-8192", "3072-32768", "784-262144"])
@@ -136,17 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         library = plan_groups(cfg.shape, args.batch)
         times = {fw: (time_jax if fw == "jax" else time_torch)(cfg, args.batch, plans, args.rounds)
                  for fw in args.frameworks}
-        base = plan_cost(cfg.shape, args.batch, *library)
-        print(f"\n`{name}` batch {args.batch} (library plan {library}); median ms over {args.rounds} interleaved rounds\n")
-        header = ["plan", "model cost / library's", "largest merged core"]
-        header += [f"{fw} {what}" for fw, what in itertools.product(args.frameworks, ("fwd", "fwd+bwd"))]
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for plan in plans:
-            mark = " (library)" if plan == library else ""
-            largest = max(math.prod(s) for s in merged_shape(cfg.shape, plan[0]).core_shapes)
-            row = [f"{plan[0]} {plan[1]}{mark}", f"{plan_cost(cfg.shape, args.batch, *plan) / base:.2f}", f"{largest:,}"]
-            row += [f"{times[fw][f'{what} {plan}']:.3g}" for fw in args.frameworks for what in ("fwd", "step")]
-            print("| " + " | ".join(row) + " |", flush=True)
+        print(f"\n`{name}` batch {args.batch} (library plan {library}); median ms, {args.rounds} interleaved rounds\n")
+        _print_table(cfg, args.batch, plans, library, times)
     print(f"\nload average after: {timing.load_average()}")
 
 
