@@ -26,7 +26,7 @@ import numpy as np
 import tt_common.contraction as contraction
 from benchmarks import timing
 from benchmarks.layers import LayerConfig, get
-from tt_common.contraction import Direction, _groupings, merged_shape, plan_cost, plan_groups
+from tt_common.contraction import Direction, _plans, merged_shape, plan_cost, plan_groups
 
 Plan = tuple[tuple[int, ...], Direction]
 
@@ -34,13 +34,7 @@ Plan = tuple[tuple[int, ...], Direction]
 def candidate_plans(cfg: LayerConfig, batch: int, top: int, max_core_size: int) -> list[Plan]:
     """The ``top`` plans of least modelled cost, then the library's plan if it is not among them."""
     shape = cfg.shape
-    plans = [
-        (groups, direction)
-        for groups in _groupings(shape.d)
-        if max(math.prod(s) for s in merged_shape(shape, groups).core_shapes) <= max_core_size or max(groups) == 1
-        for direction in ("ltr", "rtl")
-    ]
-    plans.sort(key=lambda plan: plan_cost(shape, batch, *plan))
+    plans = sorted(_plans(shape, max_core_size), key=lambda plan: plan_cost(shape, batch, *plan))
     chosen = plans[:top]
     library = plan_groups(shape, batch)
     return chosen if library in chosen else [*chosen, library]
