@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from tt_common.shapes import TTMatrixShape, check_input_features
@@ -263,13 +263,17 @@ def plan_groups(
     >>> plan_groups(TTMatrixShape.create((2, 2, 7, 4, 7), (8, 16, 16, 16, 8), 4), 100)
     ((2, 1, 1, 1), 'rtl')
     """
-    return min(
-        _plans(shape, max_core_size),
-        key=lambda plan: plan_cost(shape, batch_size, *plan, flops_per_byte=flops_per_byte, step_flops=step_flops),
-    )
+    # A plain loop, not min(..., key=...): torch.compile(fullgraph=True) traces this function and cannot do that.
+    best: tuple[float, tuple[tuple[int, ...], Direction]] | None = None
+    for plan in _plans(shape, max_core_size):
+        cost = plan_cost(shape, batch_size, *plan, flops_per_byte=flops_per_byte, step_flops=step_flops)
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    assert best is not None
+    return best[1]
 
 
-def _plans(shape: TTMatrixShape, max_core_size: int) -> Iterator[tuple[tuple[int, ...], Direction]]:
+def _plans(shape: TTMatrixShape, max_core_size: int) -> list[tuple[tuple[int, ...], Direction]]:
     """Every merge (run lengths) whose merged cores have at most ``max_core_size`` elements, with each direction.
 
     A core left unmerged may be larger: the grouping of single cores is always among them.
@@ -277,11 +281,12 @@ def _plans(shape: TTMatrixShape, max_core_size: int) -> Iterator[tuple[tuple[int
     >>> list(_plans(TTMatrixShape.create((2, 3), (4, 5), ranks=2), 2**16))
     [((2,), 'ltr'), ((2,), 'rtl'), ((1, 1), 'ltr'), ((1, 1), 'rtl')]
     """
+    plans = []
     for groups in _groupings(shape.d):
         merged_sizes = [math.prod(s) for s in merged_shape(shape, groups).core_shapes]
         if all(g == 1 or size <= max_core_size for g, size in zip(groups, merged_sizes)):
-            yield groups, "ltr"
-            yield groups, "rtl"
+            plans += [(groups, "ltr"), (groups, "rtl")]
+    return plans
 
 
 def plan_cost(
