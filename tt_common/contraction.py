@@ -250,6 +250,7 @@ def _groupings(d: int):
 def plan_groups(
     shape: TTMatrixShape,
     batch_size: int,
+    direction: Direction | None = None,
     *,
     flops_per_byte: float = 10.0,
     step_flops: float = 2e6,
@@ -257,15 +258,20 @@ def plan_groups(
 ) -> tuple[tuple[int, ...], Direction]:
     """The merge (run lengths) and direction of least :func:`plan_cost` for a batch of ``batch_size``.
 
-    Merged cores stay at or below ``max_core_size`` elements (the layer's own cores may be larger).
-    Cached: eager frameworks call it on every forward pass.
+    ``direction`` keeps the plans that contract in that direction (the layers fix theirs with
+    :func:`choose_direction`); ``None`` lets the cost model pick it too. Merged cores stay at or below
+    ``max_core_size`` elements (the layer's own cores may be larger). Cached: eager frameworks call it on
+    every forward pass.
 
-    >>> plan_groups(TTMatrixShape.create((2, 2, 7, 4, 7), (8, 16, 16, 16, 8), 4), 100)
-    ((2, 1, 1, 1), 'rtl')
+    >>> shape = TTMatrixShape.create((2, 2, 7, 7, 2, 2), (8, 8, 8, 8, 8, 8), 4)
+    >>> plan_groups(shape, 100), plan_groups(shape, 100, "rtl")
+    (((3, 1, 2), 'ltr'), ((2, 1, 3), 'rtl'))
     """
     # A plain loop, not min(..., key=...): torch.compile(fullgraph=True) traces this function and cannot do that.
     best: tuple[float, tuple[tuple[int, ...], Direction]] | None = None
     for plan in _plans(shape, max_core_size):
+        if direction is not None and plan[1] != direction:
+            continue
         cost = plan_cost(shape, batch_size, *plan, flops_per_byte=flops_per_byte, step_flops=step_flops)
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -339,8 +345,9 @@ def tt_matmul(
     ``direction`` defaults to :func:`choose_direction`. ``matmul`` defaults to
     the ``@`` operator; pass e.g. ``functools.partial(jnp.matmul, precision=...)``.
     ``groups`` merges runs of adjacent cores first (:func:`merge_cores`);
-    ``"auto"`` asks :func:`plan_groups` for the runs and, unless ``direction``
-    is given, the direction; ``None`` contracts core by core.
+    ``"auto"`` asks :func:`plan_groups` for the runs of least cost in
+    ``direction`` (or, if it is ``None``, in either direction, and takes that
+    direction); ``None`` contracts core by core.
 
     >>> import numpy as np
     >>> shape = TTMatrixShape.create((2, 3), (4, 5), ranks=2)
@@ -352,20 +359,19 @@ def tt_matmul(
     True
     """
     check_input_features(x.shape[-1], shape.in_features, shape.in_modes)
+    if direction not in (None, "ltr", "rtl"):
+        raise ValueError(f"direction must be 'ltr' or 'rtl', got {direction!r}")
     if matmul is None:
         matmul = _matmul_operator
     batch_shape = tuple(x.shape[:-1])
     batch = math.prod(batch_shape)
     if groups is not None:
         if groups == "auto":
-            groups, planned = plan_groups(shape, max(batch, 1))
-            direction = planned if direction is None else direction
+            groups, direction = plan_groups(shape, max(batch, 1), direction)
         if len(groups) < shape.d:
             cores = merge_cores(cores, groups, permute=permute, matmul=matmul)
             shape = merged_shape(shape, groups)
     direction = choose_direction(shape) if direction is None else direction
-    if direction not in ("ltr", "rtl"):
-        raise ValueError(f"direction must be 'ltr' or 'rtl', got {direction!r}")
     out = _chain(x.reshape(batch, shape.in_features), cores, shape, batch, direction, permute, matmul)
     return out.reshape(*batch_shape, shape.out_features)
 

@@ -87,8 +87,9 @@ def test_bad_input_size_and_direction() -> None:
     cores = _random_cores(shape, 0)
     with pytest.raises(ValueError, match="last dimension is 5"):
         tt_matmul(np.ones((3, 5)), cores, shape)
-    with pytest.raises(ValueError, match="direction"):
-        tt_matmul(np.ones((3, 6)), cores, shape, "up")
+    for groups in (None, "auto"):
+        with pytest.raises(ValueError, match="direction must be 'ltr' or 'rtl', got 'up'"):
+            tt_matmul(np.ones((3, 6)), cores, shape, "up", groups=groups)
 
 
 @given(tt_shapes(), batch_shapes, st.sampled_from(["ltr", "rtl", None]), st.integers(0, 2**32 - 1), st.data())
@@ -104,16 +105,36 @@ def test_merged_product_equals_dense_reference(shape, batch_shape, direction, se
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10 * np.abs(want).max(initial=1.0))
 
 
-@given(tt_shapes(), st.sampled_from([1, 7, 100, 1000]))
-def test_plan_groups_never_costs_more_than_core_by_core(shape, batch) -> None:
+@given(tt_shapes(), st.sampled_from([1, 7, 100, 1000]), st.sampled_from([None, "ltr", "rtl"]))
+def test_plan_groups_never_costs_more_than_core_by_core(shape, batch, fixed) -> None:
     from tt_common.contraction import merged_shape, plan_cost, plan_groups
 
-    groups, direction = plan_groups(shape, batch)
-    assert sum(groups) == shape.d and direction in ("ltr", "rtl")
+    groups, direction = plan_groups(shape, batch, fixed)
+    assert sum(groups) == shape.d and direction in ((fixed,) if fixed else ("ltr", "rtl"))
     largest_own_core = max(map(math.prod, shape.core_shapes))
     assert max(map(math.prod, merged_shape(shape, groups).core_shapes)) <= max(2**16, largest_own_core)
-    unmerged = min(plan_cost(shape, batch, (1,) * shape.d, d) for d in ("ltr", "rtl"))
+    unmerged = min(plan_cost(shape, batch, (1,) * shape.d, d) for d in ((fixed,) if fixed else ("ltr", "rtl")))
     assert plan_cost(shape, batch, groups, direction) <= unmerged
+
+
+def test_a_fixed_direction_gets_the_best_merge_in_that_direction() -> None:
+    # tt-tt-d6's first layer contracts right to left (choose_direction); the best merge overall, (3, 1, 2) left to
+    # right, models at 2.3x the cost of (2, 1, 3) when run right to left. The layers used to run exactly that.
+    from unittest import mock
+
+    import tt_common.contraction as contraction
+
+    shape = TTMatrixShape.create((2, 2, 7, 7, 2, 2), (8, 8, 8, 8, 8, 8), 4)
+    assert contraction.choose_direction(shape) == "rtl"
+    assert contraction.plan_groups(shape, 100) == ((3, 1, 2), "ltr")
+    assert contraction.plan_groups(shape, 100, "rtl") == ((2, 1, 3), "rtl")
+    assert contraction.plan_cost(shape, 100, (3, 1, 2), "rtl") > 2 * contraction.plan_cost(shape, 100, (2, 1, 3), "rtl")
+    cores = _random_cores(shape, 0)
+    x = np.random.default_rng(1).standard_normal((100, shape.in_features))
+    with mock.patch.object(contraction, "merge_cores", wraps=contraction.merge_cores) as merge:
+        got = tt_matmul(x, cores, shape, "rtl", groups="auto")
+    assert merge.call_args.args[1] == (2, 1, 3)
+    np.testing.assert_allclose(got, x @ tt_to_dense(cores), rtol=1e-10, atol=1e-10 * np.abs(got).max())
 
 
 def test_plan_groups_takes_layers_whose_own_cores_exceed_the_merge_limit() -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import tt_common.contraction as contraction
 from benchmarks import timing
 from benchmarks.layers import LayerConfig, get
-from tt_common.contraction import Direction, _plans, merged_shape, plan_cost, plan_groups
+from tt_common.contraction import Direction, _plans, choose_direction, merged_shape, plan_cost, plan_groups
 
 Plan = tuple[tuple[int, ...], Direction]
 
@@ -36,7 +36,7 @@ def candidate_plans(cfg: LayerConfig, batch: int, top: int, max_core_size: int) 
     shape = cfg.shape
     plans = sorted(_plans(shape, max_core_size), key=lambda plan: plan_cost(shape, batch, *plan))
     chosen = plans[:top]
-    library = plan_groups(shape, batch)
+    library = plan_groups(shape, batch, choose_direction(shape))
     return chosen if library in chosen else [*chosen, library]
 
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.layers:
         cfg = get(name)
         plans = candidate_plans(cfg, args.batch, args.top, args.max_core_size)
-        library = plan_groups(cfg.shape, args.batch)
+        library = plan_groups(cfg.shape, args.batch, choose_direction(cfg.shape))
         times = {fw: (time_jax if fw == "jax" else time_torch)(cfg, args.batch, plans, args.rounds)
                  for fw in args.frameworks}
         print(f"\n`{name}` batch {args.batch} (library plan {library}); median ms, {args.rounds} interleaved rounds\n")
