@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from tt_common.contraction import choose_direction
+from tt_common.contraction import choose_direction, plan_groups
 from tt_common.shapes import TTMatrixShape
 
 __all__ = ["Dense", "Network", "PRESETS", "TT", "get_preset"]
@@ -117,6 +117,15 @@ class Network:
         (('rtl', 'rtl'), ('rtl', 'rtl'))
         """
         return tuple(choose_direction(layer.shape) for layer in self.layers if isinstance(layer, TT))
+
+    def tt_plans(self, batch_size: int) -> tuple[tuple[tuple[int, ...], str], ...]:
+        """The merge of cores (run lengths) and the direction of each TT layer for a batch of ``batch_size``.
+
+        >>> get_preset("tt-tt").tt_plans(100)
+        (((2, 1, 1, 1), 'rtl'), ((2, 3), 'rtl'))
+        """
+        return tuple(plan_groups(layer.shape, batch_size, choose_direction(layer.shape))
+                     for layer in self.layers if isinstance(layer, TT))
 
     def largest_parameter(self) -> int:
         """Elements of the largest single parameter (a dense weight, a TT core or a bias).

@@ -62,6 +62,12 @@ def _load(out: Path) -> dict:
     return found
 
 
+def _plans(plans: list) -> str:
+    """``[[[2, 3], "rtl"], ...]`` as ``(2, 3) rtl, ...`` (merged runs of cores, direction)."""
+    return ", ".join(f"({', '.join(map(str, groups))}{',' if len(groups) == 1 else ''}) {direction}"
+                     for groups, direction in plans)
+
+
 def _row(study: Study, config: RunConfig, results: Path) -> str:
     spec = get_preset(config.model)
     out = run_dir(study, config, results)
@@ -95,6 +101,10 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     ran, today = summary.get("tt_directions"), list(spec.tt_directions())
     if ran is not None and ran != today:
         notes.append(f"TT layers contracted {', '.join(ran)} (today {', '.join(today)}: a later direction rule; "
+                     "today's time per epoch differs)")
+    plans, plans_today = summary.get("tt_plans"), [[list(g), d] for g, d in spec.tt_plans(config.batch_size)]
+    if plans is not None and plans != plans_today:
+        notes.append(f"TT layers ran the plans {_plans(plans)} (today {_plans(plans_today)}: a later planning rule; "
                      "today's time per epoch differs)")
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
     device = summary["device"]
@@ -183,7 +193,11 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
         "does. **time/epoch** is the training time of one epoch (evaluation excluded) on the listed device. "
         "CPU rows ran on shared 2-core VMs (Intel Xeon or AMD EPYC); rows noted *freed memory retained* ran with "
         "`tt_common.retain_freed_memory()` (on by default since 2026-11-28; up to 2.7x faster steps on the "
-        "262,144-wide networks), the others with glibc's default malloc.",
+        "262,144-wide networks), the others with glibc's default malloc. Runs record how their TT layers merged "
+        "cores and in which direction they contracted; a row whose plan differs from today's says so (that "
+        "changes the time, not the results). `modes`' `tt-tt-d6` torch ran before plans were recorded, with its "
+        "first layer merged `(3, 1, 2)` right to left; commit 7920165 plans merges in the layer's direction and "
+        "gives `(2, 1, 3)`, modelled at 0.44x the cost.",
         "- CIFAR-10 rows use the local JPEG quality-75 copy of CIFAR-10 (lossy, not the canonical pixels): "
         "\"CIFAR-10 (JPEG q75 copy)\".",
     ]

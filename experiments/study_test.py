@@ -69,6 +69,7 @@ def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
     summary = json.loads((out / "summary.json").read_text())
     assert summary["freed_memory_retained"] is False  # conftest sets TT_RETAIN_MEMORY=0 for the test process
     assert summary["tt_directions"] == ["rtl", "ltr", "rtl"] and "contracted" not in row
+    assert len(summary["tt_plans"]) == 3 and "ran the plans" not in row
     if "cpu" in summary["device"]:
         assert f"({summary['cpu']})" in row
 
@@ -100,3 +101,16 @@ def test_report_notes_a_run_whose_tt_layers_contracted_in_another_direction(tmp_
     rows = {line.split(" | ")[0][2:]: line for line in report.render(tmp_path).splitlines() if "96.73%" in line}
     assert "TT layers contracted ltr, rtl (today rtl, rtl: a later direction rule" in rows["tt-tt-d4"]
     assert "contracted" not in rows["tt-tt-d6"]
+
+
+def test_report_notes_a_run_whose_tt_layers_merged_cores_another_way(tmp_path) -> None:
+    summary = {"epochs_run": 25, "test_acc": 0.9666, "epoch_chosen_on_val": 25, "best_test_acc_thesis_protocol": 0.9670,
+               "best_test_epoch_thesis_protocol": 24, "train_time_s": 25 * 150.0, "device": "torch cpu",
+               "tt_directions": ["rtl", "rtl"]}
+    for backend, plans in (("torch", [[[3, 1, 2], "rtl"], [[2, 4], "rtl"]]), ("jax", [[[2, 1, 3], "rtl"], [[2, 4], "rtl"]])):
+        run = tmp_path / "modes" / f"tt-tt-d6-{backend}"
+        run.mkdir(parents=True)
+        (run / "summary.json").write_text(json.dumps({**summary, "tt_plans": plans}))
+    rows = {line.split(" | ")[1]: line for line in report.render(tmp_path).splitlines() if "96.66%" in line}
+    assert "TT layers ran the plans (3, 1, 2) rtl, (2, 4) rtl (today (2, 1, 3) rtl, (2, 4) rtl" in rows["torch"]
+    assert "plans" not in rows["jax"]
