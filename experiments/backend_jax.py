@@ -64,6 +64,10 @@ class JaxBackend:
     def report(self) -> str:
         return tt_jax.compression_report(self.model)
 
+    def tt_plans(self, batch_size: int) -> list[tuple[tuple[int, ...], str]]:
+        """Each TT layer's merge of cores and direction for a batch of ``batch_size``."""
+        return [layer.plan(batch_size) for layer in self.model.layers if isinstance(layer, tt_jax.TTLinear)]
+
     def set_learning_rate(self, lr: float) -> None:
         self.optimizer.opt_state.hyperparams["learning_rate"][...] = jnp.asarray(lr)
 

@@ -43,6 +43,10 @@ class TorchBackend:
     def report(self) -> str:
         return tt_torch.compression_report(self.model)
 
+    def tt_plans(self, batch_size: int) -> list[tuple[tuple[int, ...], str]]:
+        """Each TT layer's merge of cores and direction for a batch of ``batch_size``."""
+        return [layer.plan(batch_size) for layer in self.model.modules() if isinstance(layer, tt_torch.TTLinear)]
+
     def set_learning_rate(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = lr

@@ -118,13 +118,16 @@ class Network:
         """
         return tuple(choose_direction(layer.shape) for layer in self.layers if isinstance(layer, TT))
 
-    def tt_plans(self, batch_size: int) -> tuple[tuple[tuple[int, ...], str], ...]:
+    def tt_plans(self, batch_size: int, product_flops: float = 0.0) -> tuple[tuple[tuple[int, ...], str], ...]:
         """The merge of cores (run lengths) and the direction of each TT layer for a batch of ``batch_size``.
 
-        >>> get_preset("tt-tt").tt_plans(100)
-        (((2, 1, 1, 1), 'rtl'), ((2, 3), 'rtl'))
+        ``product_flops``: the planner's cost per small matrix product (``tt_jax`` on a CPU sets
+        :data:`tt_common.contraction.XLA_CPU_PRODUCT_FLOPS`, ``tt_torch`` 0).
+
+        >>> get_preset("tt-tt").tt_plans(100), get_preset("tt-tt").tt_plans(100, product_flops=1e5)
+        ((((2, 1, 1, 1), 'rtl'), ((2, 3), 'rtl')), (((2, 1, 2), 'rtl'), ((2, 3), 'rtl')))
         """
-        return tuple(plan_groups(layer.shape, batch_size, choose_direction(layer.shape))
+        return tuple(plan_groups(layer.shape, batch_size, choose_direction(layer.shape), product_flops=product_flops)
                      for layer in self.layers if isinstance(layer, TT))
 
     def largest_parameter(self) -> int:

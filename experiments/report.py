@@ -22,6 +22,7 @@ from pathlib import Path
 from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir, run_name
 from experiments.train import RunConfig
+from tt_common.contraction import XLA_CPU_PRODUCT_FLOPS
 
 __all__ = ["main", "plot_study", "render", "study_curves"]
 
@@ -102,7 +103,9 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     if ran is not None and ran != today:
         notes.append(f"TT layers contracted {', '.join(ran)} (today {', '.join(today)}: a later direction rule; "
                      "today's time per epoch differs)")
-    plans, plans_today = summary.get("tt_plans"), [[list(g), d] for g, d in spec.tt_plans(config.batch_size)]
+    xla_cpu = config.backend == "jax" and "cpu" in summary["device"]
+    today = spec.tt_plans(config.batch_size, product_flops=XLA_CPU_PRODUCT_FLOPS if xla_cpu else 0.0)
+    plans, plans_today = summary.get("tt_plans"), [[list(g), d] for g, d in today]
     if plans is not None and plans != plans_today:
         notes.append(f"TT layers ran the plans {_plans(plans)} (today {_plans(plans_today)}: a later planning rule; "
                      "today's time per epoch differs)")

@@ -105,12 +105,16 @@ def test_report_notes_a_run_whose_tt_layers_contracted_in_another_direction(tmp_
 
 def test_report_notes_a_run_whose_tt_layers_merged_cores_another_way(tmp_path) -> None:
     summary = {"epochs_run": 25, "test_acc": 0.9666, "epoch_chosen_on_val": 25, "best_test_acc_thesis_protocol": 0.9670,
-               "best_test_epoch_thesis_protocol": 24, "train_time_s": 25 * 150.0, "device": "torch cpu",
-               "tt_directions": ["rtl", "rtl"]}
-    for backend, plans in (("torch", [[[3, 1, 2], "rtl"], [[2, 4], "rtl"]]), ("jax", [[[2, 1, 3], "rtl"], [[2, 4], "rtl"]])):
-        run = tmp_path / "modes" / f"tt-tt-d6-{backend}"
+               "best_test_epoch_thesis_protocol": 24, "train_time_s": 25 * 150.0, "tt_directions": ["rtl", "rtl"]}
+    tt_tt_jax_cpu = [[[2, 1, 2], "rtl"], [[2, 3], "rtl"]]  # with XLA:CPU's cost per small product
+    for model, backend, device, plans in (("tt-tt-d6", "torch", "torch cpu", [[[3, 1, 2], "rtl"], [[2, 4], "rtl"]]),
+                                          ("tt-tt-d6", "jax", "jax cpu: cpu", [[[2, 1, 3], "rtl"], [[2, 4], "rtl"]]),
+                                          ("tt-tt", "jax", "jax cpu: cpu", tt_tt_jax_cpu),
+                                          ("tt-tt", "torch", "torch cpu", tt_tt_jax_cpu)):
+        run = tmp_path / ("modes" if model == "tt-tt-d6" else "mnist-table") / f"{model}-{backend}"
         run.mkdir(parents=True)
-        (run / "summary.json").write_text(json.dumps({**summary, "tt_plans": plans}))
-    rows = {line.split(" | ")[1]: line for line in report.render(tmp_path).splitlines() if "96.66%" in line}
-    assert "TT layers ran the plans (3, 1, 2) rtl, (2, 4) rtl (today (2, 1, 3) rtl, (2, 4) rtl" in rows["torch"]
-    assert "plans" not in rows["jax"]
+        (run / "summary.json").write_text(json.dumps({**summary, "device": device, "tt_plans": plans}))
+    rows = {tuple(line.split(" | ")[:2]): line for line in report.render(tmp_path).splitlines() if "96.66%" in line}
+    assert "TT layers ran the plans (3, 1, 2) rtl, (2, 4) rtl (today (2, 1, 3) rtl, (2, 4) rtl" in rows["| tt-tt-d6", "torch"]
+    assert "ran the plans" not in rows["| tt-tt-d6", "jax"] and "ran the plans" not in rows["| tt-tt", "jax"]
+    assert "(today (2, 1, 1, 1) rtl, (2, 3) rtl" in rows["| tt-tt", "torch"]

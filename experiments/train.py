@@ -167,7 +167,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "cpu": cpu_model(),
         "freed_memory_retained": retained(),  # see tt_common.memory: it changes the times, not the results
         "tt_directions": list(spec.tt_directions()),  # the contraction order changes the times, not the results
-        "tt_plans": [[list(groups), direction] for groups, direction in spec.tt_plans(config.batch_size)],
+        "tt_plans": [[list(groups), direction] for groups, direction in backend.tt_plans(config.batch_size)],
     }
 
 

@@ -50,6 +50,7 @@ from typing import Any, Literal
 from tt_common.shapes import TTMatrixShape, check_input_features
 
 __all__ = [
+    "XLA_CPU_PRODUCT_FLOPS",
     "Direction",
     "broadcast_core_elements",
     "choose_direction",
@@ -61,11 +62,19 @@ __all__ = [
     "plan_cost",
     "plan_groups",
     "reconstruction_flops",
+    "small_products",
     "tt_matmul",
 ]
 
 Direction = Literal["ltr", "rtl"]
 Permute = Callable[[Any, tuple[int, ...]], Any]
+
+# The planner's cost (in FLOPs, about 1 us on our CPU) of each small matrix product of a broadcast step under
+# XLA:CPU, whose batched dot runs them one by one, where torch's bmm hands them to one batched GEMM. Fitted on
+# the grouping probe (benchmarks/proposals/README.md section 11): any value from 3e4 to 1e5 picks plans within
+# 3% of the fastest measured JAX training step (in the layer's direction) on the four large benchmark layers
+# at batches 1, 100 and 1000; 0 leaves 25088-4096 1.33-1.37x slower at batches 100 and 1000.
+XLA_CPU_PRODUCT_FLOPS = 1e5
 
 
 def contraction_flops(shape: TTMatrixShape, batch_size: int, direction: Direction) -> list[int]:
@@ -254,6 +263,7 @@ def plan_groups(
     *,
     flops_per_byte: float = 10.0,
     step_flops: float = 2e6,
+    product_flops: float = 0.0,
     max_core_size: int = 2**16,
 ) -> tuple[tuple[int, ...], Direction]:
     """The merge (run lengths) and direction of least :func:`plan_cost` for a batch of ``batch_size``.
@@ -272,7 +282,8 @@ def plan_groups(
     for plan in _plans(shape, max_core_size):
         if direction is not None and plan[1] != direction:
             continue
-        cost = plan_cost(shape, batch_size, *plan, flops_per_byte=flops_per_byte, step_flops=step_flops)
+        cost = plan_cost(shape, batch_size, *plan, flops_per_byte=flops_per_byte, step_flops=step_flops,
+                         product_flops=product_flops)
         if best is None or cost < best[0]:
             best = (cost, plan)
     assert best is not None
@@ -303,12 +314,16 @@ def plan_cost(
     *,
     flops_per_byte: float = 10.0,
     step_flops: float = 2e6,
+    product_flops: float = 0.0,
 ) -> float:
     """Modelled cost, in FLOPs, of merging runs ``groups`` of adjacent cores, then contracting in ``direction``.
 
     Cost = FLOPs of the steps and of the merges + ``flops_per_byte`` x the float32 bytes each step reads and
-    writes + ``step_flops`` per step and per merge (call overhead). ``flops_per_byte`` is the machine balance
-    (matmul FLOP/s over memory bytes/s: about 10 on a CPU, 15 on an H100).
+    writes + ``step_flops`` per step and per merge (call overhead) + ``product_flops`` per small matrix product
+    of the broadcast steps (:func:`small_products`). ``flops_per_byte`` is the machine balance (matmul FLOP/s
+    over memory bytes/s: about 10 on a CPU, 15 on an H100). ``product_flops`` is 0 for libraries that hand the
+    broadcast steps to one batched GEMM call (torch's ``bmm``); XLA:CPU pays per product
+    (:data:`XLA_CPU_PRODUCT_FLOPS`).
 
     >>> shape = TTMatrixShape.create((2, 3), (4, 5), ranks=2)
     >>> plan_cost(shape, 1, (1, 1), "ltr", step_flops=0)  # 336 FLOPs + 10 x 4 x (6 + 24 + 24 + 20) bytes
@@ -327,7 +342,24 @@ def plan_cost(
     sizes = _state_elements(merged, batch_size, direction)
     traffic = 4 * sum(a + b for a, b in zip(sizes, sizes[1:]))
     flops = sum(contraction_flops(merged, batch_size, direction))
-    return flops + merge_flops + flops_per_byte * traffic + step_flops * (merged.d + shape.d - len(groups))
+    steps = merged.d + shape.d - len(groups)
+    products = small_products(merged, batch_size, direction)
+    return flops + merge_flops + flops_per_byte * traffic + step_flops * steps + product_flops * products
+
+
+def small_products(shape: TTMatrixShape, batch_size: int, direction: Direction) -> int:
+    """Matrix products of the broadcast steps: one per ``(c, inner)`` slice of the state (:func:`_step`).
+
+    Steps with ``outer`` or ``inner`` 1 are one plain matrix product each and are not counted.
+
+    >>> shape = TTMatrixShape.create((2, 3, 4), (4, 5, 6), ranks=2)
+    >>> [(outer, inner) for _, _, _, outer, inner in _step_sizes(shape, "ltr")]
+    [(1, 12), (4, 4), (20, 1)]
+    >>> small_products(shape, 10, "ltr"), small_products(shape, 1, "ltr")
+    (50, 4)
+    """
+    return sum(batch_size * outer for _, _, _, outer, inner in _step_sizes(shape, direction)
+               if inner > 1 and batch_size * outer > 1)
 
 
 def tt_matmul(
@@ -339,6 +371,7 @@ def tt_matmul(
     permute: Permute = _numpy_like_permute,
     matmul: Callable[[Any, Any], Any] | None = None,
     groups: Sequence[int] | Literal["auto"] | None = None,
+    product_flops: float = 0.0,
 ) -> Any:
     """Computes ``x @ W`` for ``x`` of shape ``(..., M)`` and returns ``(..., N)``.
 
@@ -347,7 +380,8 @@ def tt_matmul(
     ``groups`` merges runs of adjacent cores first (:func:`merge_cores`);
     ``"auto"`` asks :func:`plan_groups` for the runs of least cost in
     ``direction`` (or, if it is ``None``, in either direction, and takes that
-    direction); ``None`` contracts core by core.
+    direction); ``None`` contracts core by core. ``product_flops`` is the
+    planner's cost of each small matrix product (:func:`plan_cost`).
 
     >>> import numpy as np
     >>> shape = TTMatrixShape.create((2, 3), (4, 5), ranks=2)
@@ -367,7 +401,7 @@ def tt_matmul(
     batch = math.prod(batch_shape)
     if groups is not None:
         if groups == "auto":
-            groups, direction = plan_groups(shape, max(batch, 1), direction)
+            groups, direction = plan_groups(shape, max(batch, 1), direction, product_flops=product_flops)
         if len(groups) < shape.d:
             cores = merge_cores(cores, groups, permute=permute, matmul=matmul)
             shape = merged_shape(shape, groups)

@@ -12,7 +12,7 @@ import numpy as np
 from flax import nnx
 from flax.nnx.nn import dtypes, initializers
 
-from tt_common.contraction import Direction, choose_direction, tt_matmul
+from tt_common.contraction import XLA_CPU_PRODUCT_FLOPS, Direction, choose_direction, plan_groups, tt_matmul
 from tt_common.reference import TTDecomposition, tt_round, tt_svd
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
 from tt_jax.initializers import CoresInitializer, lecun_normal
@@ -51,6 +51,11 @@ def _matmul(a: jax.Array, b: jax.Array, precision=None) -> jax.Array:
         out = jax.lax.dot_general(b, a[0], (((1,), (1,)), ((), ())), **kwargs)  # (B, s, p)
         return jnp.swapaxes(out, 1, 2)
     return jnp.matmul(a, b, precision=precision)
+
+
+def _product_flops() -> float:
+    """The planner's cost per small matrix product: XLA:CPU pays for each, XLA:GPU does not."""
+    return XLA_CPU_PRODUCT_FLOPS if jax.default_backend() == "cpu" else 0.0
 
 
 def _broadcast_is_cheaper(contracted: int, inner: int, rows: int) -> bool:
@@ -149,9 +154,23 @@ class TTLinear(TTShapeProperties, nnx.Module):
             permute=jnp.transpose,
             matmul=functools.partial(_matmul, precision=self.precision),
             groups="auto",
+            product_flops=_product_flops(),
         )
         # broadcast_rows: the bias gradient as a matrix product, not XLA:CPU's slow column sum (tt_jax.rows).
         return y if bias is None else y + broadcast_rows(bias, y.shape)
+
+    def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
+        """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.
+
+        From :func:`tt_common.contraction.plan_groups`, with XLA:CPU's cost per small matrix product on a CPU.
+
+        >>> from flax import nnx
+        >>> import tt_jax
+        >>> layer = tt_jax.TTLinear((2, 7, 8, 8, 7, 4), (4, 4, 4, 4, 4, 4), 4, rngs=nnx.Rngs(0))
+        >>> layer.plan(100) if jax.default_backend() == "cpu" else ((2, 2, 2), "rtl")
+        ((2, 2, 2), 'rtl')
+        """
+        return plan_groups(self.shape, max(batch_size, 1), self.direction, product_flops=_product_flops())
 
     def to_dense(self) -> jax.Array:
         """The dense ``(M, N)`` kernel (the layout of ``nnx.Linear``), differentiable."""

@@ -4,7 +4,8 @@ Both layers contract with ``groups="auto"``: :func:`tt_common.contraction.plan_g
 cores and picks the plan of least modelled cost (:func:`tt_common.contraction.plan_cost`: FLOPs + 10 FLOPs per
 byte of state traffic + 2e6 per step, merged cores up to 2^16 elements). Those constants were set by hand on a
 loaded machine. This probe ranks every plan (grouping and direction, merged cores up to ``--max-core-size``)
-by modelled cost, keeps the ``--top`` cheapest and the library's own plan, and times the forward and the
+by modelled cost, keeps the ``--top`` cheapest and the libraries' own plans (``tt_torch``'s, and ``tt_jax``'s on
+a CPU, which adds XLA:CPU's cost per small product), and times the forward and the
 training step (``vjp`` to the cores and the input) of our JAX layer (jitted) and our torch layer (eager) with
 each plan forced, interleaved per framework (median of ``--rounds``). Run from the repository root::
 
@@ -26,18 +27,32 @@ import numpy as np
 import tt_common.contraction as contraction
 from benchmarks import timing
 from benchmarks.layers import LayerConfig, get
-from tt_common.contraction import Direction, _plans, choose_direction, merged_shape, plan_cost, plan_groups
+from tt_common.contraction import (
+    XLA_CPU_PRODUCT_FLOPS,
+    Direction,
+    _plans,
+    choose_direction,
+    merged_shape,
+    plan_cost,
+    plan_groups,
+)
 
 Plan = tuple[tuple[int, ...], Direction]
 
 
 def candidate_plans(cfg: LayerConfig, batch: int, top: int, max_core_size: int) -> list[Plan]:
-    """The ``top`` plans of least modelled cost, then the library's plan if it is not among them."""
+    """The ``top`` plans of least modelled cost, then the libraries' plans that are not among them."""
     shape = cfg.shape
     plans = sorted(_plans(shape, max_core_size), key=lambda plan: plan_cost(shape, batch, *plan))
     chosen = plans[:top]
-    library = plan_groups(shape, batch, choose_direction(shape))
-    return chosen if library in chosen else [*chosen, library]
+    return chosen + [plan for plan in dict.fromkeys(library_plans(shape, batch).values()) if plan not in chosen]
+
+
+def library_plans(shape, batch: int) -> dict[str, Plan]:
+    """The plan each layer runs: ``tt_torch``'s, and ``tt_jax``'s on a CPU."""
+    direction = choose_direction(shape)
+    return {"torch": plan_groups(shape, batch, direction),
+            "jax": plan_groups(shape, batch, direction, product_flops=XLA_CPU_PRODUCT_FLOPS)}
 
 
 def _forced(plan: Plan):
@@ -114,14 +129,15 @@ def time_torch(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> 
     return {name: median for name, (median, _) in timing.interleaved(calls, rounds).items()}
 
 
-def _print_table(cfg: LayerConfig, batch: int, plans: list[Plan], library: Plan, times: dict) -> None:
+def _print_table(cfg: LayerConfig, batch: int, plans: list[Plan], times: dict) -> None:
     frameworks = list(times)
-    header = ["plan", "model cost / library's", "largest merged core"]
+    header = ["plan", "model cost / torch's plan's", "largest merged core"]
     header += [f"{fw} {what}" for fw, what in itertools.product(frameworks, ("fwd", "fwd+bwd"))]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-    base = plan_cost(cfg.shape, batch, *library)
+    libraries = library_plans(cfg.shape, batch)
+    base = plan_cost(cfg.shape, batch, *libraries["torch"])
     for plan in plans:
-        mark = " (library)" if plan == library else ""
+        mark = "".join(f" ({fw}'s)" for fw, own in libraries.items() if own == plan)
         largest = max(math.prod(s) for s in merged_shape(cfg.shape, plan[0]).core_shapes)
         row = [f"{plan[0]} {plan[1]}{mark}", f"{plan_cost(cfg.shape, batch, *plan) / base:.2f}", f"{largest:,}"]
         row += [f"{times[fw][f'{what} {plan}']:.3g}" for fw in frameworks for what in ("fwd", "step")]
@@ -141,11 +157,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.layers:
         cfg = get(name)
         plans = candidate_plans(cfg, args.batch, args.top, args.max_core_size)
-        library = plan_groups(cfg.shape, args.batch, choose_direction(cfg.shape))
         times = {fw: (time_jax if fw == "jax" else time_torch)(cfg, args.batch, plans, args.rounds)
                  for fw in args.frameworks}
-        print(f"\n`{name}` batch {args.batch} (library plan {library}); median ms, {args.rounds} interleaved rounds\n")
-        _print_table(cfg, args.batch, plans, library, times)
+        print(f"\n`{name}` batch {args.batch}; median ms, {args.rounds} interleaved rounds\n")
+        _print_table(cfg, args.batch, plans, times)
     print(f"\nload average after: {timing.load_average()}")
 
 
