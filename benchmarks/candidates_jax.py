@@ -125,7 +125,7 @@ def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiler_options: d
         return nnx.merge(graphdef, params)(x)
 
     built = _build(apply, params, cfg, batch, compiler_options)
-    built.notes.append(f"direction {layer.direction}")
+    built.notes.append(f"direction {layer.direction}, merged runs of cores {layer.plan(batch)[0]}")
     return built
 
 

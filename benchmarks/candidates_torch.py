@@ -174,7 +174,7 @@ def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiled: bool = Fa
     call = _compile(layer) if compiled else None
     built = _build(layer, cfg, batch, device, call=call)
     built.first_call_compiles = compiled
-    built.notes.append(f"direction {getattr(layer, 'direction', '?')}")
+    built.notes.append(f"direction {layer.direction}, merged runs of cores {layer.plan(batch)[0]}")
     return built
 
 
