@@ -63,7 +63,7 @@ def _load(out: Path) -> dict:
     return found
 
 
-def _plans(plans: list) -> str:
+def _format_plans(plans: list) -> str:
     """``[[[2, 3], "rtl"], ...]`` as ``(2, 3) rtl, ...`` (merged runs of cores, direction)."""
     return ", ".join(f"({', '.join(map(str, groups))}{',' if len(groups) == 1 else ''}) {direction}"
                      for groups, direction in plans)
@@ -107,8 +107,8 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     today = spec.tt_plans(config.batch_size, product_flops=XLA_CPU_PRODUCT_FLOPS if xla_cpu else 0.0)
     plans, plans_today = summary.get("tt_plans"), [[list(g), d] for g, d in today]
     if plans is not None and plans != plans_today:
-        notes.append(f"TT layers ran the plans {_plans(plans)} (today {_plans(plans_today)}: a later planning rule; "
-                     "today's time per epoch differs)")
+        notes.append(f"TT layers ran the plans {_format_plans(plans)} (today {_format_plans(plans_today)}: "
+                     "a later planning rule; today's time per epoch differs)")
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
     device = summary["device"]
     if "cpu" in device and summary.get("cpu"):

@@ -115,6 +115,7 @@ def test_report_notes_a_run_whose_tt_layers_merged_cores_another_way(tmp_path) -
         run.mkdir(parents=True)
         (run / "summary.json").write_text(json.dumps({**summary, "device": device, "tt_plans": plans}))
     rows = {tuple(line.split(" | ")[:2]): line for line in report.render(tmp_path).splitlines() if "96.66%" in line}
-    assert "TT layers ran the plans (3, 1, 2) rtl, (2, 4) rtl (today (2, 1, 3) rtl, (2, 4) rtl" in rows["| tt-tt-d6", "torch"]
+    want = "TT layers ran the plans (3, 1, 2) rtl, (2, 4) rtl (today (2, 1, 3) rtl, (2, 4) rtl"
+    assert want in rows["| tt-tt-d6", "torch"]
     assert "ran the plans" not in rows["| tt-tt-d6", "jax"] and "ran the plans" not in rows["| tt-tt", "jax"]
     assert "(today (2, 1, 1, 1) rtl, (2, 3) rtl" in rows["| tt-tt", "torch"]

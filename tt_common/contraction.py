@@ -277,6 +277,8 @@ def plan_groups(
     >>> plan_groups(shape, 100), plan_groups(shape, 100, "rtl")
     (((3, 1, 2), 'ltr'), ((2, 1, 3), 'rtl'))
     """
+    if direction not in (None, "ltr", "rtl"):
+        raise ValueError(f"direction must be 'ltr' or 'rtl', got {direction!r}")
     # A plain loop, not min(..., key=...): torch.compile(fullgraph=True) traces this function and cannot do that.
     best: tuple[float, tuple[tuple[int, ...], Direction]] | None = None
     for plan in _plans(shape, max_core_size):

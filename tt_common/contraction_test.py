@@ -90,6 +90,10 @@ def test_bad_input_size_and_direction() -> None:
     for groups in (None, "auto"):
         with pytest.raises(ValueError, match="direction must be 'ltr' or 'rtl', got 'up'"):
             tt_matmul(np.ones((3, 6)), cores, shape, "up", groups=groups)
+    from tt_common.contraction import plan_groups
+
+    with pytest.raises(ValueError, match="direction must be 'ltr' or 'rtl', got 'up'"):
+        plan_groups(shape, 3, "up")
 
 
 @given(tt_shapes(), batch_shapes, st.sampled_from(["ltr", "rtl", None]), st.integers(0, 2**32 - 1), st.data())

@@ -166,9 +166,9 @@ class TTLinear(TTShapeProperties, nnx.Module):
 
         >>> from flax import nnx
         >>> import tt_jax
-        >>> layer = tt_jax.TTLinear((2, 7, 8, 8, 7, 4), (4, 4, 4, 4, 4, 4), 4, rngs=nnx.Rngs(0))
-        >>> layer.plan(100) if jax.default_backend() == "cpu" else ((2, 2, 2), "rtl")
-        ((2, 2, 2), 'rtl')
+        >>> layer = tt_jax.TTLinear((4, 8, 4, 8, 3), (8, 8, 8, 8, 8), 4, rngs=nnx.Rngs(0))
+        >>> layer.plan(100)  # cores 1-2 and 4-5 merged, left to right
+        ((2, 1, 2), 'ltr')
         """
         return plan_groups(self.shape, max(batch_size, 1), self.direction, product_flops=_product_flops())
 
