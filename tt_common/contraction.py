@@ -373,7 +373,6 @@ def tt_matmul(
     permute: Permute = _numpy_like_permute,
     matmul: Callable[[Any, Any], Any] | None = None,
     groups: Sequence[int] | Literal["auto"] | None = None,
-    product_flops: float = 0.0,
 ) -> Any:
     """Computes ``x @ W`` for ``x`` of shape ``(..., M)`` and returns ``(..., N)``.
 
@@ -382,8 +381,8 @@ def tt_matmul(
     ``groups`` merges runs of adjacent cores first (:func:`merge_cores`);
     ``"auto"`` asks :func:`plan_groups` for the runs of least cost in
     ``direction`` (or, if it is ``None``, in either direction, and takes that
-    direction); ``None`` contracts core by core. ``product_flops`` is the
-    planner's cost of each small matrix product (:func:`plan_cost`).
+    direction); ``None`` contracts core by core. The layers pass their own
+    ``plan(batch_size)``'s runs and direction.
 
     >>> import numpy as np
     >>> shape = TTMatrixShape.create((2, 3), (4, 5), ranks=2)
@@ -403,7 +402,7 @@ def tt_matmul(
     batch = math.prod(batch_shape)
     if groups is not None:
         if groups == "auto":
-            groups, direction = plan_groups(shape, max(batch, 1), direction, product_flops=product_flops)
+            groups, direction = plan_groups(shape, max(batch, 1), direction)
         if len(groups) < shape.d:
             cores = merge_cores(cores, groups, permute=permute, matmul=matmul)
             shape = merged_shape(shape, groups)

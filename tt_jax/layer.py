@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -146,15 +147,15 @@ class TTLinear(TTShapeProperties, nnx.Module):
         cores = [c[...] for c in self.cores]
         bias = self.bias[...] if self.bias is not None else None
         inputs, bias, *cores = dtypes.promote_dtype((inputs, bias, *cores), dtype=self.dtype)
+        groups, direction = self.plan(math.prod(inputs.shape[:-1]))
         y = tt_matmul(
             inputs,
             cores,
             self.shape,
-            self.direction,
+            direction,
             permute=jnp.transpose,
             matmul=functools.partial(_matmul, precision=self.precision),
-            groups="auto",
-            product_flops=_product_flops(),
+            groups=groups,
         )
         # broadcast_rows: the bias gradient as a matrix product, not XLA:CPU's slow column sum (tt_jax.rows).
         return y if bias is None else y + broadcast_rows(bias, y.shape)
@@ -162,7 +163,8 @@ class TTLinear(TTShapeProperties, nnx.Module):
     def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
         """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.
 
-        From :func:`tt_common.contraction.plan_groups`, with XLA:CPU's cost per small matrix product on a CPU.
+        The forward pass contracts with this plan. From :func:`tt_common.contraction.plan_groups`, with XLA:CPU's
+        cost per small matrix product on a CPU.
 
         >>> from flax import nnx
         >>> import tt_jax

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -135,15 +136,15 @@ class TTLinear(TTShapeProperties, nn.Module):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Applies the layer to the last axis of ``input``: ``(..., M) -> (..., N)``."""
-        y = tt_matmul(
-            input, list(self.cores), self.shape, self.direction, permute=_permute, matmul=_matmul, groups="auto"
-        )
+        groups, direction = self.plan(math.prod(input.shape[:-1]))
+        y = tt_matmul(input, list(self.cores), self.shape, direction, permute=_permute, matmul=_matmul, groups=groups)
         return y if self.bias is None else y + self.bias
 
     def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
         """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.
 
-        From :func:`tt_common.contraction.plan_groups` (torch's ``bmm`` needs no cost per small product).
+        The forward pass contracts with this plan. From :func:`tt_common.contraction.plan_groups` (torch's
+        ``bmm`` needs no cost per small product).
 
         >>> TTLinear((2, 7, 8, 8, 7, 4), (4, 4, 4, 4, 4, 4), 4).plan(100)
         ((2, 1, 1, 2), 'rtl')

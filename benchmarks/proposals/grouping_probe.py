@@ -1,7 +1,7 @@
 """Probe (not part of the benchmark run): does ``plan_groups`` pick the fastest merge of cores?
 
-Both layers contract with ``groups="auto"``: :func:`tt_common.contraction.plan_groups` merges runs of adjacent
-cores and picks the plan of least modelled cost (:func:`tt_common.contraction.plan_cost`: FLOPs + 10 FLOPs per
+Both layers contract with the plan their ``plan(batch_size)`` gives: :func:`tt_common.contraction.plan_groups`
+merges runs of adjacent cores and picks the plan of least modelled cost (:func:`tt_common.contraction.plan_cost`: FLOPs + 10 FLOPs per
 byte of state traffic + 2e6 per step, merged cores up to 2^16 elements). Those constants were set by hand on a
 loaded machine. This probe ranks every plan (grouping and direction, merged cores up to ``--max-core-size``)
 by modelled cost, keeps the ``--top`` cheapest and the libraries' own plans (``tt_torch``'s, and ``tt_jax``'s on
@@ -24,7 +24,6 @@ from unittest import mock
 import numpy as np
 
 
-import tt_common.contraction as contraction
 from benchmarks import timing
 from benchmarks.layers import LayerConfig, get
 from tt_common.contraction import (
@@ -55,9 +54,9 @@ def library_plans(shape, batch: int) -> dict[str, Plan]:
             "jax": plan_groups(shape, batch, direction, product_flops=XLA_CPU_PRODUCT_FLOPS)}
 
 
-def _forced(plan: Plan):
-    """A context in which ``groups="auto"`` means ``plan``."""
-    return mock.patch.object(contraction, "plan_groups", lambda *args, **kwargs: plan)
+def _forced(layer_class: type, plan: Plan):
+    """A context in which the layers of ``layer_class`` contract with ``plan`` (their ``plan`` method says so)."""
+    return mock.patch.object(layer_class, "plan", lambda self, batch_size: plan)
 
 
 def _check_same(outputs: list[np.ndarray], plans: list[Plan]) -> None:
@@ -86,7 +85,7 @@ def time_jax(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> di
         def step(params, x, g, apply=apply):
             return jax.vjp(apply, params, x)[1](g)
 
-        with _forced(plan):  # applies while tracing
+        with _forced(tt_jax.TTLinear, plan):  # applies while tracing
             fwd = jax.jit(apply).lower(params, x).compile()
             train = jax.jit(step).lower(params, x, g).compile()
         outputs.append(np.asarray(fwd(params, x)))
@@ -114,13 +113,13 @@ def time_torch(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> 
             first = layer
 
         def fwd(layer=layer, plan=plan):
-            with _forced(plan), torch.no_grad():
+            with _forced(tt_torch.TTLinear, plan), torch.no_grad():
                 return layer(x)
 
         def step(layer=layer, plan=plan):
             layer.zero_grad(set_to_none=True)
             x.grad = None
-            with _forced(plan):
+            with _forced(tt_torch.TTLinear, plan):
                 layer(x).backward(g)
 
         calls[f"fwd {plan}"], calls[f"step {plan}"] = fwd, step
