@@ -36,7 +36,7 @@ class Net(nnx.Module):
                 layers.append(nnx.Linear(layer.in_features, layer.out_features, param_dtype=param_dtype, rngs=rngs))
             layers.append(tt_jax.BatchNorm(layer.out_features, momentum=BN_MOMENTUM, param_dtype=param_dtype, rngs=rngs))
         self.layers = nnx.List(layers)
-        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
+        self.dropout = tt_jax.Dropout(spec.dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         blocks = len(self.spec.layers)
