@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from tt_common.contraction import choose_direction, plan_groups
+from tt_common.contraction import choose_direction, layer_plan
 from tt_common.shapes import TTMatrixShape
 
 __all__ = ["Dense", "Network", "PRESETS", "TT", "get_preset"]
@@ -127,7 +127,7 @@ class Network:
         >>> get_preset("tt-tt").tt_plans(100), get_preset("tt-tt").tt_plans(100, product_flops=1e5)
         ((((2, 1, 1, 1), 'rtl'), ((2, 3), 'rtl')), (((2, 1, 2), 'rtl'), ((2, 3), 'rtl')))
         """
-        return tuple(plan_groups(layer.shape, batch_size, choose_direction(layer.shape), product_flops=product_flops)
+        return tuple(layer_plan(layer.shape, batch_size, product_flops=product_flops)
                      for layer in self.layers if isinstance(layer, TT))
 
     def largest_parameter(self) -> int:

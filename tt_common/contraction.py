@@ -57,6 +57,7 @@ __all__ = [
     "contraction_flops",
     "dense_matmul_flops",
     "flop_table",
+    "layer_plan",
     "merge_cores",
     "merged_shape",
     "plan_cost",
@@ -290,6 +291,28 @@ def plan_groups(
             best = (cost, plan)
     assert best is not None
     return best[1]
+
+
+def layer_plan(
+    shape: TTMatrixShape,
+    batch_size: int,
+    direction: Direction | None = None,
+    *,
+    product_flops: float = 0.0,
+) -> tuple[tuple[int, ...], Direction]:
+    """The plan a TT layer contracts with for a batch of ``batch_size``: its merge of cores and its direction.
+
+    The layer's direction (``direction``, or :func:`choose_direction` when ``None``: the layers' ``"auto"``) is
+    fixed first, then :func:`plan_groups` finds the merge of least cost in it. One rule for ``tt_jax``,
+    ``tt_torch`` and the experiments' record of what a run contracted with; ``product_flops`` is
+    :data:`XLA_CPU_PRODUCT_FLOPS` for ``tt_jax`` on a CPU, else 0.
+
+    >>> shape = TTMatrixShape.create((2, 2, 7, 7, 2, 2), (8, 8, 8, 8, 8, 8), 4)
+    >>> layer_plan(shape, 100), layer_plan(shape, 0, "ltr")
+    (((2, 1, 3), 'rtl'), ((3, 1, 2), 'ltr'))
+    """
+    direction = choose_direction(shape) if direction is None else direction
+    return plan_groups(shape, max(batch_size, 1), direction, product_flops=product_flops)
 
 
 def _plans(shape: TTMatrixShape, max_core_size: int) -> list[tuple[tuple[int, ...], Direction]]:

@@ -121,6 +121,19 @@ def test_plan_groups_never_costs_more_than_core_by_core(shape, batch, fixed) -> 
     assert plan_cost(shape, batch, groups, direction) <= unmerged
 
 
+@given(tt_shapes(), st.sampled_from([0, 1, 100]), st.sampled_from([None, "ltr", "rtl"]), st.sampled_from([0.0, 1e5]))
+def test_layer_plan_is_the_cheapest_merge_in_the_layers_direction(shape, batch, direction, product_flops) -> None:
+    from tt_common.contraction import _plans, choose_direction, layer_plan, plan_cost
+
+    groups, got_direction = layer_plan(shape, batch, direction, product_flops=product_flops)
+    assert got_direction == (direction or choose_direction(shape))
+
+    def cost(plan) -> float:  # a batch of 0 (an empty input) is planned as a batch of 1
+        return plan_cost(shape, max(batch, 1), *plan, product_flops=product_flops)
+
+    assert all(cost((groups, got_direction)) <= cost(plan) for plan in _plans(shape, 2**16) if plan[1] == got_direction)
+
+
 def test_a_fixed_direction_gets_the_best_merge_in_that_direction() -> None:
     # tt-tt-d6's first layer contracts right to left (choose_direction); the best merge overall, (3, 1, 2) left to
     # right, models at 2.3x the cost of (2, 1, 3) when run right to left. The layers used to run exactly that.

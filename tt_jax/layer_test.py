@@ -55,6 +55,36 @@ def test_both_forms_of_a_step_match_numpy_with_gradients(broadcast: bool, monkey
     np.testing.assert_allclose(grad_b, np.einsum("pq,bps->bqs", a[0], g), rtol=FLOAT64_RTOL)
 
 
+def test_broadcast_step_has_forward_mode_and_second_derivatives() -> None:
+    """The broadcast form's custom JVP: a tangent in either argument or both, and derivatives of gradients."""
+    from tt_jax import layer as layer_module
+
+    rng = np.random.default_rng(1)
+    core, d_core = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
+    state, d_state = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
+    ours = layer_module._broadcast_product
+
+    def plain(core, state):
+        return jnp.einsum("pq,bqs->bps", core, state)
+
+    for primals, tangents in [((core, state), (d_core, d_state)), ((core, state), (d_core, np.zeros_like(state))),
+                              ((core, state), (np.zeros_like(core), d_state))]:
+        np.testing.assert_allclose(jax.jvp(ours, primals, tangents)[1], jax.jvp(plain, primals, tangents)[1],
+                                   rtol=FLOAT64_RTOL)
+    np.testing.assert_allclose(jax.jvp(lambda s: ours(core, s), (state,), (d_state,))[1],
+                               np.einsum("pq,bqs->bps", core, d_state), rtol=FLOAT64_RTOL)
+    np.testing.assert_allclose(jax.jvp(lambda c: ours(c, state), (core,), (d_core,))[1],
+                               np.einsum("pq,bqs->bps", d_core, state), rtol=FLOAT64_RTOL)
+
+    def hessian_vector_product(f):
+        grad = jax.grad(lambda c, s: jnp.sum(jnp.sin(f(c, s))), argnums=(0, 1))
+        return jax.jvp(grad, (core, state), (d_core, d_state))[1]
+
+    chex.assert_trees_all_close(hessian_vector_product(ours), hessian_vector_product(plain), rtol=FLOAT64_RTOL)
+    chex.assert_trees_all_close(jax.hessian(lambda c: jnp.sum(jnp.sin(ours(c, state))))(core),
+                                jax.hessian(lambda c: jnp.sum(jnp.sin(plain(c, state))))(core), rtol=FLOAT64_RTOL)
+
+
 def test_jit_and_eager_agree_in_float32() -> None:
     layer = _layer(param_dtype=jnp.float32)
     x = jax.random.normal(jax.random.key(1), (4, 24), jnp.float32)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tt_common.contraction import Direction, choose_direction, plan_groups, tt_matmul
+from tt_common.contraction import Direction, choose_direction, layer_plan, tt_matmul
 from tt_common.reference import TTDecomposition, tt_round, tt_svd
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
 from tt_torch.initializers import CoresInitializer, lecun_normal
@@ -143,13 +143,13 @@ class TTLinear(TTShapeProperties, nn.Module):
     def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
         """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.
 
-        The forward pass contracts with this plan. From :func:`tt_common.contraction.plan_groups` (torch's
+        The forward pass contracts with this plan. From :func:`tt_common.contraction.layer_plan` (torch's
         ``bmm`` needs no cost per small product).
 
         >>> TTLinear((2, 7, 8, 8, 7, 4), (4, 4, 4, 4, 4, 4), 4).plan(100)
         ((2, 1, 1, 2), 'rtl')
         """
-        return plan_groups(self.shape, max(batch_size, 1), self.direction)
+        return layer_plan(self.shape, batch_size, self.direction)
 
     def extra_repr(self) -> str:
         return (

@@ -1,8 +1,8 @@
 """Probe (not part of the benchmark run): does ``plan_groups`` pick the fastest merge of cores?
 
-Both layers contract with the plan their ``plan(batch_size)`` gives: :func:`tt_common.contraction.plan_groups`
-merges runs of adjacent cores and picks the plan of least modelled cost (:func:`tt_common.contraction.plan_cost`: FLOPs + 10 FLOPs per
-byte of state traffic + 2e6 per step, merged cores up to 2^16 elements). Those constants were set by hand on a
+Both layers contract with the plan their ``plan(batch_size)`` gives (:func:`tt_common.contraction.layer_plan`): in
+the layer's direction, :func:`tt_common.contraction.plan_groups` merges runs of adjacent cores and picks the plan
+of least modelled cost (:func:`tt_common.contraction.plan_cost`: FLOPs + 10 FLOPs per byte of state traffic + 2e6 per step, merged cores up to 2^16 elements). Those constants were set by hand on a
 loaded machine. This probe ranks every plan (grouping and direction, merged cores up to ``--max-core-size``)
 by modelled cost, keeps the ``--top`` cheapest and the libraries' own plans (``tt_torch``'s, and ``tt_jax``'s on
 a CPU, which adds XLA:CPU's cost per small product), and times the forward and the
@@ -30,10 +30,9 @@ from tt_common.contraction import (
     XLA_CPU_PRODUCT_FLOPS,
     Direction,
     _plans,
-    choose_direction,
+    layer_plan,
     merged_shape,
     plan_cost,
-    plan_groups,
 )
 
 Plan = tuple[tuple[int, ...], Direction]
@@ -49,9 +48,7 @@ def candidate_plans(cfg: LayerConfig, batch: int, top: int, max_core_size: int) 
 
 def library_plans(shape, batch: int) -> dict[str, Plan]:
     """The plan each layer runs: ``tt_torch``'s, and ``tt_jax``'s on a CPU."""
-    direction = choose_direction(shape)
-    return {"torch": plan_groups(shape, batch, direction),
-            "jax": plan_groups(shape, batch, direction, product_flops=XLA_CPU_PRODUCT_FLOPS)}
+    return {"torch": layer_plan(shape, batch), "jax": layer_plan(shape, batch, product_flops=XLA_CPU_PRODUCT_FLOPS)}
 
 
 def _forced(layer_class: type, plan: Plan):
