@@ -1,0 +1,84 @@
+"""Probe (not part of the benchmark run): the TT chain with the batch as the last index of the state.
+
+``tt_common.contraction`` keeps the batch in front of the state, ``(B outer, c, inner)``, so a broadcast step is
+``B * outer`` small products. With the batch last, ``(outer, c, inner B)`` after one transpose of the input (and
+one of the output), every step is ``outer`` products ``B`` times wider, and the first left-to-right step is one
+plain matrix product. Times the JAX forward and forward+backward of both layouts, in both directions, each with
+the library's merge for that direction, interleaved, and prints the relative error against the first candidate.
+Run from the repository root on a quiet machine (``benchmarks/proposals/README.md`` section 14)::
+
+    python -m benchmarks.proposals.batch_last_probe 32768-8192,25088-4096 100 5
+"""
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import tt_jax
+from benchmarks import layers
+from tt_common import contraction as C
+from tt_jax import layer as L
+
+
+def chain(x, cores, shape, groups, direction, batch_last):
+    """``x @ W`` with the library's steps, the batch first (as ``tt_matmul``) or last in the state."""
+    mm = L._matmul
+    B = x.shape[0]
+    if len(groups) < shape.d:
+        cores = C.merge_cores(cores, groups, permute=jnp.transpose, matmul=mm)
+        shape = C.merged_shape(shape, groups)
+    if not batch_last:
+        return C._chain(x, cores, shape, B, direction, jnp.transpose, mm).reshape(B, shape.out_features)
+    state = x.T
+    for k, _, _, outer, inner in C._step_sizes(shape, direction):
+        state = C._step(C._core_matrix(cores[k], direction, jnp.transpose), state, outer, inner * B, mm)
+    return state.reshape(shape.out_features, B).T
+
+
+
+def main() -> None:
+    names = sys.argv[1].split(",")
+    B = int(sys.argv[2])
+    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 7
+    for name in names:
+        cfg = layers.get(name)
+        layer = tt_jax.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, rngs=nnx.Rngs(0))
+        shape = layer.shape
+        cores = [c[...] for c in layer.cores]
+        plan_groups, plan_dir = layer.plan(B)
+        x = jnp.asarray(np.random.default_rng(0).standard_normal((B, shape.in_features), dtype=np.float32))
+        g = jnp.asarray(np.random.default_rng(1).standard_normal((B, shape.out_features), dtype=np.float32))
+        cands = {}
+        for bl in (False, True):
+            for direction in ("ltr", "rtl"):
+                groups, _ = C.layer_plan(shape, B, direction, product_flops=1e5)
+                cands[(direction, groups, bl)] = None
+        ref = None
+        rows = []
+        fns = {}
+        for key in cands:
+            direction, groups, bl = key
+            f = jax.jit(lambda cs, x, direction=direction, groups=groups, bl=bl: chain(x, cs, shape, groups, direction, bl))
+            def loss(cs, x, f=f): return jnp.vdot(f(cs, x), g)
+            gr = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            y = f(cores, x)
+            if ref is None: ref = np.asarray(y)
+            err = float(np.max(np.abs(np.asarray(y) - ref)) / np.max(np.abs(ref)))
+            gr(cores, x)
+            fns[key] = (f, gr, err)
+        times = {k: ([], []) for k in fns}
+        for _ in range(rounds):
+            for k, (f, gr, _) in fns.items():
+                for i, fn in enumerate((f, gr)):
+                    jax.block_until_ready(fn(cores, x))
+                    t = time.perf_counter(); jax.block_until_ready(fn(cores, x)); times[k][i].append(1e3 * (time.perf_counter() - t))
+        print(f"{name} B={B} library plan {plan_groups} {plan_dir}")
+        for k, (tf, tg) in times.items():
+            print(f"  {k[0]} {str(k[1]):12s} batch_last={k[2]!s:5s} fwd {np.median(tf):8.2f} / {min(tf):8.2f}  fwd+bwd {np.median(tg):8.2f} / {min(tg):8.2f}  relerr {fns[k][2]:.1e}")
+
+
+if __name__ == "__main__":
+    main()
