@@ -8,7 +8,11 @@ the library's merge for that direction, interleaved, and prints the relative err
 Run from the repository root on a quiet machine (``benchmarks/proposals/README.md`` section 14)::
 
     python -m benchmarks.proposals.batch_last_probe 32768-8192,25088-4096 100 5
+
+Arguments: comma-separated layer names of ``benchmarks.layers``, the batch size, the rounds. For the rows with
+freed memory retained, set ``GLIBC_TUNABLES`` as ``tt_common.memory.GLIBC_TUNABLES`` gives it.
 """
+import functools
 import sys
 import time
 
@@ -38,7 +42,6 @@ def chain(x, cores, shape, groups, direction, batch_last):
     return state.reshape(shape.out_features, B).T
 
 
-
 def main() -> None:
     names = sys.argv[1].split(",")
     B = int(sys.argv[2])
@@ -54,30 +57,37 @@ def main() -> None:
         cands = {}
         for bl in (False, True):
             for direction in ("ltr", "rtl"):
-                groups, _ = C.layer_plan(shape, B, direction, product_flops=1e5)
+                groups, _ = C.layer_plan(shape, B, direction, product_flops=L._product_flops())
                 cands[(direction, groups, bl)] = None
         ref = None
-        rows = []
         fns = {}
         for key in cands:
             direction, groups, bl = key
-            f = jax.jit(lambda cs, x, direction=direction, groups=groups, bl=bl: chain(x, cs, shape, groups, direction, bl))
-            def loss(cs, x, f=f): return jnp.vdot(f(cs, x), g)
+            f = jax.jit(functools.partial(chain, shape=shape, groups=groups, direction=direction, batch_last=bl))
+
+            def loss(x, cs, f=f):
+                return jnp.vdot(f(x, cs), g)
+
             gr = jax.jit(jax.grad(loss, argnums=(0, 1)))
-            y = f(cores, x)
-            if ref is None: ref = np.asarray(y)
+            y = f(x, cores)
+            if ref is None:
+                ref = np.asarray(y)
             err = float(np.max(np.abs(np.asarray(y) - ref)) / np.max(np.abs(ref)))
-            gr(cores, x)
+            gr(x, cores)
             fns[key] = (f, gr, err)
         times = {k: ([], []) for k in fns}
         for _ in range(rounds):
             for k, (f, gr, _) in fns.items():
                 for i, fn in enumerate((f, gr)):
-                    jax.block_until_ready(fn(cores, x))
-                    t = time.perf_counter(); jax.block_until_ready(fn(cores, x)); times[k][i].append(1e3 * (time.perf_counter() - t))
+                    jax.block_until_ready(fn(x, cores))  # one untimed call first: each candidate's caches warm
+                    start = time.perf_counter()
+                    jax.block_until_ready(fn(x, cores))
+                    times[k][i].append(1e3 * (time.perf_counter() - start))
         print(f"{name} B={B} library plan {plan_groups} {plan_dir}")
         for k, (tf, tg) in times.items():
-            print(f"  {k[0]} {str(k[1]):12s} batch_last={k[2]!s:5s} fwd {np.median(tf):8.2f} / {min(tf):8.2f}  fwd+bwd {np.median(tg):8.2f} / {min(tg):8.2f}  relerr {fns[k][2]:.1e}")
+            direction, groups, bl = k
+            print(f"  {direction} {str(groups):12s} batch_last={bl!s:5s} fwd {np.median(tf):8.2f} / {min(tf):8.2f}"
+                  f"  fwd+bwd {np.median(tg):8.2f} / {min(tg):8.2f}  relerr {fns[k][2]:.1e}")
 
 
 if __name__ == "__main__":
