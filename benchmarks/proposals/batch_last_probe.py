@@ -4,8 +4,9 @@
 ``B * outer`` small products. With the batch last, ``(outer, c, inner B)`` after one transpose of the input (and
 one of the output), every step is ``outer`` products ``B`` times wider, and the first left-to-right step is one
 plain matrix product. Times the JAX forward and forward+backward of both layouts, in both directions, each with
-the library's merge for that direction, interleaved, and prints the relative error against the first candidate.
-Run from the repository root on a quiet machine (``benchmarks/proposals/README.md`` section 14)::
+the library's merge for that direction, interleaved (``benchmarks.timing.interleaved``), and prints the relative
+error against the first candidate. Run from the repository root on a quiet machine
+(``benchmarks/proposals/README.md`` section 14)::
 
     python -m benchmarks.proposals.batch_last_probe 32768-8192,25088-4096 100 5
 
@@ -14,7 +15,6 @@ freed memory retained, set ``GLIBC_TUNABLES`` as ``tt_common.memory.GLIBC_TUNABL
 """
 import functools
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,20 +22,20 @@ import numpy as np
 from flax import nnx
 
 import tt_jax
-from benchmarks import layers
+from benchmarks import layers, timing
 from tt_common import contraction as C
 from tt_jax import layer as L
 
 
 def chain(x, cores, shape, groups, direction, batch_last):
-    """``x @ W`` with the library's steps, the batch first (as ``tt_matmul``) or last in the state."""
+    """``x @ W`` with the library's steps: the batch first (``tt_matmul`` itself) or last in the state."""
     mm = L._matmul
+    if not batch_last:
+        return C.tt_matmul(x, cores, shape, direction, permute=jnp.transpose, matmul=mm, groups=groups)
     B = x.shape[0]
     if len(groups) < shape.d:
         cores = C.merge_cores(cores, groups, permute=jnp.transpose, matmul=mm)
         shape = C.merged_shape(shape, groups)
-    if not batch_last:
-        return C._chain(x, cores, shape, B, direction, jnp.transpose, mm).reshape(B, shape.out_features)
     state = x.T
     for k, _, _, outer, inner in C._step_sizes(shape, direction):
         state = C._step(C._core_matrix(cores[k], direction, jnp.transpose), state, outer, inner * B, mm)
@@ -54,14 +54,11 @@ def main() -> None:
         plan_groups, plan_dir = layer.plan(B)
         x = jnp.asarray(np.random.default_rng(0).standard_normal((B, shape.in_features), dtype=np.float32))
         g = jnp.asarray(np.random.default_rng(1).standard_normal((B, shape.out_features), dtype=np.float32))
-        cands = {}
-        for bl in (False, True):
-            for direction in ("ltr", "rtl"):
-                groups, _ = C.layer_plan(shape, B, direction, product_flops=L._product_flops())
-                cands[(direction, groups, bl)] = None
+        candidates = [(direction, C.layer_plan(shape, B, direction, product_flops=L._product_flops())[0], bl)
+                      for bl in (False, True) for direction in ("ltr", "rtl")]
         ref = None
-        fns = {}
-        for key in cands:
+        calls, errors = {}, {}
+        for key in candidates:
             direction, groups, bl = key
             f = jax.jit(functools.partial(chain, shape=shape, groups=groups, direction=direction, batch_last=bl))
 
@@ -72,22 +69,16 @@ def main() -> None:
             y = f(x, cores)
             if ref is None:
                 ref = np.asarray(y)
-            err = float(np.max(np.abs(np.asarray(y) - ref)) / np.max(np.abs(ref)))
-            gr(x, cores)
-            fns[key] = (f, gr, err)
-        times = {k: ([], []) for k in fns}
-        for _ in range(rounds):
-            for k, (f, gr, _) in fns.items():
-                for i, fn in enumerate((f, gr)):
-                    jax.block_until_ready(fn(x, cores))  # one untimed call first: each candidate's caches warm
-                    start = time.perf_counter()
-                    jax.block_until_ready(fn(x, cores))
-                    times[k][i].append(1e3 * (time.perf_counter() - start))
+            errors[key] = float(np.max(np.abs(np.asarray(y) - ref)) / np.max(np.abs(ref)))
+            calls[f"{key} fwd"] = lambda f=f: jax.block_until_ready(f(x, cores))
+            calls[f"{key} fwd+bwd"] = lambda gr=gr: jax.block_until_ready(gr(x, cores))
+        times = timing.interleaved(calls, rounds)
         print(f"{name} B={B} library plan {plan_groups} {plan_dir}")
-        for k, (tf, tg) in times.items():
-            direction, groups, bl = k
-            print(f"  {direction} {str(groups):12s} batch_last={bl!s:5s} fwd {np.median(tf):8.2f} / {min(tf):8.2f}"
-                  f"  fwd+bwd {np.median(tg):8.2f} / {min(tg):8.2f}  relerr {fns[k][2]:.1e}")
+        for key in candidates:
+            direction, groups, bl = key
+            (fwd_median, fwd_min), (step_median, step_min) = times[f"{key} fwd"], times[f"{key} fwd+bwd"]
+            print(f"  {direction} {str(groups):12s} batch_last={bl!s:5s} fwd {fwd_median:8.2f} / {fwd_min:8.2f}"
+                  f"  fwd+bwd {step_median:8.2f} / {step_min:8.2f}  relerr {errors[key]:.1e}")
 
 
 if __name__ == "__main__":
