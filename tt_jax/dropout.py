@@ -8,10 +8,11 @@ features took 47-54 ms. Drawing ``uint32`` words for half the elements and
 splitting each into two ``uint16`` halves hashes half as often: 14-16 ms
 (``keep_mask``). The training step of ``cifar-4tt-fc-146k`` took 121 instead of
 132 ms (median of 40, interleaved; ``benchmarks/proposals/README.md`` section 13).
-The keep probability is rounded to a multiple of 2^-16 (``rate=0.2`` keeps with
-probability 0.8000031) and kept values are divided by that rounded probability, so the expected output
-still equals the input. Same constructor, variables, ``deterministic`` handling
-and edge cases (``rate`` 0 or 1) as ``nnx.Dropout``; a different random stream.
+The keep probability is rounded to a multiple of 2^-16 (``rate=0.2`` keeps
+with probability 0.8000031) and kept values are divided by that rounded
+probability, so the expected output still equals the input. Same constructor,
+variables, ``deterministic`` handling and edge cases (``rate`` 0 or 1) as
+``nnx.Dropout``; a different random stream.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
