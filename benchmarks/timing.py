@@ -77,10 +77,11 @@ def measure(
 
 
 def interleaved(
-    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1
+    calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, pause_s: float = 0.0
 ) -> dict[str, tuple[float, float]]:
     """``name -> (median ms, min ms)`` of each blocking call, timed one call of each in turn per round
     (after ``warmup`` untimed rounds), so that a slow spell of a shared machine hits every candidate alike.
+    ``pause_s`` sleeps after each timed call, outside its time (to let freed memory and threads settle).
 
     >>> sorted(interleaved({"a": lambda: None, "b": lambda: None}, rounds=3))
     ['a', 'b']
@@ -94,6 +95,8 @@ def interleaved(
             t0 = time.perf_counter()
             call()
             times[name].append(1e3 * (time.perf_counter() - t0))
+            if pause_s:
+                time.sleep(pause_s)
     return {name: (statistics.median(t), min(t)) for name, t in times.items()}
 
 

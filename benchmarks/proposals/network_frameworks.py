@@ -20,13 +20,12 @@ Results: ``README.md`` section 15.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.timing import machine_info
+from benchmarks.timing import interleaved, machine_info
 from experiments.data import load_dataset
 from experiments.optim import OptimizerConfig
 from experiments.presets import get_preset
@@ -41,17 +40,13 @@ def _jax_parts(backend, x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[], 
     model, spec = backend.model, backend.model.spec
     model.train()
 
-    @nnx.jit
-    def fwd_bwd(module, inputs, cotangent):
-        return nnx.grad(lambda m, v: jnp.vdot(m(v), cotangent), argnums=(0, 1))(module, inputs)
+    @functools.partial(nnx.jit, static_argnames="relu")
+    def fwd_bwd(module, inputs, cotangent, relu=False):
+        def loss(m, v):
+            out = m(v)
+            return jnp.vdot(jax.nn.relu(out) if relu else out, cotangent)
 
-    @nnx.jit
-    def bn_relu_fwd_bwd(bn, inputs, cotangent):
-        return nnx.grad(lambda m, v: jnp.vdot(jax.nn.relu(m(v)), cotangent), argnums=(0, 1))(bn, inputs)
-
-    @nnx.jit
-    def bn_fwd_bwd(bn, inputs, cotangent):
-        return nnx.grad(lambda m, v: jnp.vdot(m(v), cotangent), argnums=(0, 1))(bn, inputs)
+        return nnx.grad(loss, argnums=(0, 1))(module, inputs)
 
     @nnx.jit
     def grads_of(m, inputs, labels):
@@ -73,9 +68,8 @@ def _jax_parts(backend, x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[], 
         ct_layer = jnp.asarray(rng.standard_normal(out.shape, dtype=np.float32))
         calls[f"layer {k}"] = lambda layer=layer, h=h, ct=ct_layer: jax.block_until_ready(fwd_bwd(layer, h, ct))
         relu = k < blocks - 1 or spec.relu_after_last
-        step = bn_relu_fwd_bwd if relu else bn_fwd_bwd
         calls[f"bn+relu {k}" if relu else f"bn {k}"] = (
-            lambda bn=bn, out=out, ct=ct_layer, step=step: jax.block_until_ready(step(bn, out, ct)))
+            lambda bn=bn, out=out, ct=ct_layer, relu=relu: jax.block_until_ready(fwd_bwd(bn, out, ct, relu=relu)))
         h = bn(out)
         h = jax.nn.relu(h) if relu else h
     grads = grads_of(model, jnp.asarray(x), jnp.asarray(y))
@@ -142,37 +136,20 @@ def main(argv: list[str] | None = None) -> None:
 
     backends = {"jax": JaxBackend(spec, optimizer, 0), "torch": TorchBackend(spec, optimizer, 0)}
 
-    def jax_step():
-        float(backends["jax"].train_step(x, y)[0])
-
-    def torch_step():
-        float(backends["torch"].train_step(x, y)[0])
-
-    parts = {"jax": _jax_parts(backends["jax"], x, y), "torch": _torch_parts(backends["torch"], x, y)}
-    calls = {("step", "jax"): jax_step, ("step", "torch"): torch_step}
-    for framework, named in parts.items():
-        calls.update({(name, framework): call for name, call in named.items()})
-    for call in calls.values():  # compile and allocate: two untimed rounds
-        call(), call()
-    times: dict[tuple[str, str], list[float]] = {key: [] for key in calls}
-    for _ in range(args.rounds):
-        for key, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            times[key].append(1e3 * (time.perf_counter() - t0))
-            time.sleep(0.05)  # let the previous call's freed memory and threads settle
+    calls = {f"step/{name}": (lambda b=b: float(b.train_step(x, y)[0])) for name, b in backends.items()}
+    calls.update({f"{part}/{name}": call for name, b in backends.items()
+                  for part, call in (_jax_parts if name == "jax" else _torch_parts)(b, x, y).items()})
+    # two untimed rounds (compile, allocate); a pause after each call lets its freed memory and threads settle
+    times = interleaved(calls, args.rounds, warmup=2, pause_s=0.05)
     print(f"{args.model}, batch {args.batch_size}, {args.rounds} interleaved rounds, freed memory retained: "
           f"{retained}; {machine_info()}")
     print("\n| part | jax median (min) ms | torch median (min) ms | jax / torch |\n|---|---:|---:|---:|")
-    names = list(dict.fromkeys(name for name, _ in calls))
     sums = {"jax": 0.0, "torch": 0.0}
-    for name in names:
-        med = {f: statistics.median(times[(name, f)]) for f in ("jax", "torch")}
-        low = {f: min(times[(name, f)]) for f in ("jax", "torch")}
-        if name != "step":
-            sums = {f: sums[f] + med[f] for f in sums}
-        print(f"| {name} | {med['jax']:.1f} ({low['jax']:.1f}) | {med['torch']:.1f} ({low['torch']:.1f}) | "
-              f"{med['jax'] / med['torch']:.2f} |")
+    for part in dict.fromkeys(key.split("/")[0] for key in calls):
+        (med_j, low_j), (med_t, low_t) = times[f"{part}/jax"], times[f"{part}/torch"]
+        if part != "step":
+            sums = {"jax": sums["jax"] + med_j, "torch": sums["torch"] + med_t}
+        print(f"| {part} | {med_j:.1f} ({low_j:.1f}) | {med_t:.1f} ({low_t:.1f}) | {med_j / med_t:.2f} |")
     print(f"| sum of parts | {sums['jax']:.1f} | {sums['torch']:.1f} | {sums['jax'] / sums['torch']:.2f} |")
 
 
