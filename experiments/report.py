@@ -112,7 +112,8 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
     device = summary["device"]
     if "cpu" in device and summary.get("cpu"):
-        device = f"{device} ({summary['cpu']})"
+        cpu = ", ".join(x for x in (summary["cpu"], summary.get("cpu_simd")) if x)
+        device = f"{device} ({cpu})"
     return (
         f"{head}{thesis} {_pct(summary['test_acc'])} (ep {summary['epoch_chosen_on_val']}) | "
         f"{_pct(summary['best_test_acc_thesis_protocol'])} (ep {summary['best_test_epoch_thesis_protocol']}) | "
@@ -194,7 +195,12 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
         "the test set, as the thesis did. Optimistically biased; shown only to compare with the thesis.",
         "- **params** count weights, biases and batch-norm scales/offsets (not running statistics), as the thesis "
         "does. **time/epoch** is the training time of one epoch (evaluation excluded) on the listed device. "
-        "CPU rows ran on shared 2-core VMs (Intel Xeon or AMD EPYC); rows noted *freed memory retained* ran with "
+        "CPU rows ran on shared 2-core VMs (Intel Xeon or AMD EPYC); later rows (from 2026-12-02's torch "
+        "`cifar-tt` on) also name the CPU's widest SIMD extension (e.g. AVX-512), which decides the kernels math "
+        "libraries run. VMs of one "
+        "model name differ in speed and in float32 rounding, so a seeded run's metrics can differ between VMs "
+        "from the first epoch on (resuming on one VM gives identical results). Rows noted *freed memory retained* "
+        "ran with "
         "`tt_common.retain_freed_memory()` (on by default since 2026-11-28; up to 2.7x faster steps on the "
         "262,144-wide networks), the others with glibc's default malloc. Runs record how their TT layers merged "
         "cores and in which direction they contracted; a row whose plan differs from today's says so (that "

@@ -27,7 +27,7 @@ import numpy as np
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches
 from experiments.optim import OPTIMIZERS, OptimizerConfig
 from experiments.presets import PRESETS, get_preset
-from tt_common.machine import cpu_model
+from tt_common.machine import cpu_model, cpu_vector_extension
 from tt_common.memory import retain_freed_memory, retained
 
 __all__ = ["DivergenceError", "RunConfig", "main", "train"]
@@ -165,6 +165,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "final_test_acc": rows[-1]["test_acc"],
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
         "cpu": cpu_model(),
+        "cpu_simd": cpu_vector_extension(),  # same model name, other SIMD: other speed and rounding
         "freed_memory_retained": retained(),  # see tt_common.memory: it changes the times, not the results
         "tt_directions": list(spec.tt_directions()),  # the contraction order changes the times, not the results
         "tt_plans": [[list(groups), direction] for groups, direction in backend.tt_plans(config.batch_size)],
