@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tt_common.machine import cpu_model, cpu_vector_extension
+from tt_common.machine import cpu_description, cpu_model, cpu_vector_extension
 
 __all__ = ["Timing", "cpu_model", "interleaved", "load_average", "machine_info", "measure"]
 
@@ -120,7 +120,7 @@ def machine_info() -> dict[str, str]:
         "host": platform.node(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "cpu": ", ".join(filter(None, (cpu_model(), cpu_vector_extension()))),
+        "cpu": cpu_description(cpu_model(), cpu_vector_extension()),
         "cpus": f"{os.cpu_count()} logical, {_usable_cpus()} usable by this process (XLA's CPU thread pool uses them all)",
     }
     load = load_average()

@@ -23,6 +23,7 @@ from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir, run_name
 from experiments.train import RunConfig
 from tt_common.contraction import XLA_CPU_PRODUCT_FLOPS
+from tt_common.machine import cpu_description
 
 __all__ = ["main", "plot_study", "render", "study_curves"]
 
@@ -112,8 +113,7 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     per_epoch = summary["train_time_s"] / max(summary["epochs_run"], 1)
     device = summary["device"]
     if "cpu" in device and summary.get("cpu"):
-        cpu = ", ".join(x for x in (summary["cpu"], summary.get("cpu_simd")) if x)
-        device = f"{device} ({cpu})"
+        device = f"{device} ({cpu_description(summary['cpu'], summary.get('cpu_simd'))})"
     return (
         f"{head}{thesis} {_pct(summary['test_acc'])} (ep {summary['epoch_chosen_on_val']}) | "
         f"{_pct(summary['best_test_acc_thesis_protocol'])} (ep {summary['best_test_epoch_thesis_protocol']}) | "

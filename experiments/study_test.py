@@ -8,7 +8,7 @@ from experiments import report, study
 from experiments.data import DataNotFoundError, load_dataset
 from experiments.presets import get_preset
 from experiments.studies import STUDIES, run_dir
-from tt_common.machine import cpu_vector_extension
+from tt_common.machine import cpu_description, cpu_vector_extension
 
 
 def test_every_study_run_names_a_preset_of_its_dataset_and_distinct_dirs() -> None:
@@ -73,7 +73,7 @@ def test_study_runs_skips_finished_runs_and_reports(tmp_path) -> None:
     assert len(summary["tt_plans"]) == 3 and "ran the plans" not in row
     if "cpu" in summary["device"]:
         assert summary["cpu_simd"] == cpu_vector_extension()
-        assert f"({', '.join(x for x in (summary['cpu'], summary['cpu_simd']) if x)})" in row
+        assert f"({cpu_description(summary['cpu'], summary['cpu_simd'])})" in row
 
 
 def test_report_plots_each_study_with_metrics_and_links_the_plot(tmp_path) -> None:

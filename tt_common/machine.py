@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import platform
 
-__all__ = ["cpu_model", "cpu_vector_extension"]
+__all__ = ["cpu_description", "cpu_model", "cpu_vector_extension"]
 
 # Widest first: the first whose flag the CPU lists is the one its math libraries' fastest kernels use.
 _VECTOR_EXTENSIONS = (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX"),
@@ -44,3 +44,12 @@ def cpu_vector_extension(cpuinfo: str | None = None) -> str:
     line = next((l for l in text.splitlines() if l.startswith(("flags", "Features"))), "")
     flags = set(line.split(":", 1)[1].split()) if ":" in line else set()
     return next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), "")
+
+
+def cpu_description(model: str, vector_extension: str | None = None) -> str:
+    """``"AMD EPYC, AVX-512"``: the model name and the SIMD extension, where each is known.
+
+    >>> cpu_description("AMD EPYC", "AVX-512"), cpu_description("AMD EPYC", None)
+    ('AMD EPYC, AVX-512', 'AMD EPYC')
+    """
+    return ", ".join(part for part in (model, vector_extension) if part)
