@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from benchmarks.layers import LayerConfig
 
-__all__ = ["Built", "Candidate", "MemoryReport", "Skip", "einsum_equation"]
+__all__ = ["Built", "Candidate", "MemoryReport", "Skip", "einsum_equation", "einsum_path"]
 
 
 class Skip(Exception):
@@ -82,3 +82,25 @@ def einsum_equation(cfg: LayerConfig) -> str:
     ranks = "ABCDEFGHIJKLM"[: d + 1]
     cores = [f"{ranks[k]}{ins[k]}{outs[k]}{ranks[k + 1]}" for k in range(d)]
     return f"Z{ins}," + ",".join(cores) + f"->Z{outs}"
+
+
+def einsum_path(cfg: LayerConfig, batch: int, strategy: str = "auto") -> tuple[list[tuple[int, ...]], int]:
+    """opt_einsum's pairwise order for the single einsum at ``batch``, and its FLOPs.
+
+    ``jnp.einsum`` (``optimize="auto"``) and ``torch.einsum`` (with opt_einsum
+    installed, strategy ``"auto"``) follow this path. Its FLOPs count multiply
+    and add, as ``cfg.tt_flops`` does, so the two compare directly. Needs
+    ``opt_einsum`` (installed with JAX).
+
+    >>> from benchmarks.layers import get
+    >>> path, flops = einsum_path(get("1024-1024"), 1)
+    >>> path
+    [(1, 2), (2, 3), (0, 2), (0, 2), (0, 1)]
+    >>> flops
+    1114112
+    """
+    import opt_einsum
+
+    shapes = [(batch, *cfg.in_modes), *cfg.shape.core_shapes]
+    path, info = opt_einsum.contract_path(einsum_equation(cfg), *shapes, shapes=True, optimize=strategy)
+    return path, int(info.opt_cost)

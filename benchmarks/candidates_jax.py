@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation
+from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation, einsum_path
 from benchmarks.layers import LayerConfig
 
 __all__ = ["candidates", "copy_gbps", "matmul_gflops", "versions"]
@@ -154,16 +154,9 @@ def build_einsum(cfg: LayerConfig, batch: int, device: str) -> Built:
         return y.reshape(x.shape[0], shape.out_features) + params["b"]
 
     built = _build(apply, params, cfg, batch)
-    built.notes.append(f"batch {batch}: jax einsum path: {_einsum_path(eq, (batch, *shape.in_modes), shape.core_shapes)}")
+    path, flops = einsum_path(cfg, batch)
+    built.notes.append(f"batch {batch}: jax einsum path: {path} ({flops:.3g} opt_einsum FLOPs)")
     return built
-
-
-def _einsum_path(eq: str, x_shape, core_shapes) -> str:
-    """opt_einsum's pairwise order for ``optimize="auto"`` (what jnp.einsum uses), with its FLOPs."""
-    import opt_einsum
-
-    path, info = opt_einsum.contract_path(eq, x_shape, *core_shapes, shapes=True, optimize="auto")
-    return f"{path} ({float(info.opt_cost):.3g} opt_einsum FLOPs)"
 
 
 def matmul_gflops(n: int, *, repeats: int = 10) -> float:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation
+from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation, einsum_path
 from benchmarks.layers import LayerConfig
 
 __all__ = ["candidates", "copy_gbps", "matmul_gflops", "tt_torch_available", "versions"]
@@ -225,11 +225,11 @@ def build_einsum(cfg: LayerConfig, batch: int, device: str) -> Built:
     built = _build(EinsumTT(cfg, device), cfg, batch, device)
     backend = torch.backends.opt_einsum
     if backend.is_available() and backend.enabled:
-        import opt_einsum
-
-        shapes = [(batch, *cfg.in_modes), *cfg.shape.core_shapes]
-        path, info = opt_einsum.contract_path(einsum_equation(cfg), *shapes, shapes=True, optimize=backend.strategy)
-        built.notes.append(f"batch {batch}: torch einsum path (opt_einsum, strategy {backend.strategy!r}): {path} ({float(info.opt_cost):.3g} opt_einsum FLOPs)")
+        path, flops = einsum_path(cfg, batch, backend.strategy)
+        built.notes.append(
+            f"batch {batch}: torch einsum path (opt_einsum, strategy {backend.strategy!r}): {path} "
+            f"({flops:.3g} opt_einsum FLOPs)"
+        )
     else:
         built.notes.append("torch einsum: opt_einsum off, contracts left to right")
     return built

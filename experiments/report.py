@@ -60,7 +60,7 @@ def _load(out: Path) -> dict:
         if path.exists():
             found[name] = json.loads(path.read_text())
     metrics = out / "metrics.jsonl"
-    found["rows"] = [json.loads(l) for l in metrics.read_text().splitlines() if l.strip()] if metrics.exists() else []
+    found["rows"] = [json.loads(row) for row in metrics.read_text().splitlines() if row.strip()] if metrics.exists() else []
     return found
 
 

@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable
 
 from tt_common.factorize import factorizations
-from tt_common.shapes import TTMatrixShape
+from tt_common.shapes import TTMatrixShape  # noqa: F401  (used by the doctests)
 
 __all__ = ["cifar_rank_only", "cifar_wide", "mnist_three_layers", "mode_orders"]
 

@@ -41,7 +41,7 @@ def cpu_vector_extension(cpuinfo: str | None = None) -> str:
     first epoch on. ``cpuinfo``: the text of ``/proc/cpuinfo`` (read when not given).
     """
     text = _read_cpuinfo() if cpuinfo is None else cpuinfo
-    line = next((l for l in text.splitlines() if l.startswith(("flags", "Features"))), "")
+    line = next((ln for ln in text.splitlines() if ln.startswith(("flags", "Features"))), "")
     flags = set(line.split(":", 1)[1].split()) if ":" in line else set()
     return next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), "")
 

@@ -102,12 +102,13 @@ def time_torch(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> 
     g = torch.randn(batch, cfg.shape.out_features)
     calls: dict[str, Callable[[], object]] = {}
     outputs = []
+    first = None
     for plan in plans:
         layer = tt_torch.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, direction=plan[1])
-        if calls:  # every plan's layer holds the same cores
-            layer.load_state_dict(first.state_dict())
-        else:
+        if first is None:
             first = layer
+        else:  # every plan's layer holds the same cores
+            layer.load_state_dict(first.state_dict())
 
         def fwd(layer=layer, plan=plan):
             with _forced(tt_torch.TTLinear, plan), torch.no_grad():
