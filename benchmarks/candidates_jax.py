@@ -82,8 +82,10 @@ def _build(apply, params, cfg: LayerConfig, batch: int, compiler_options: dict |
     fwd = jax.jit(apply).lower(params, x).compile(compiler_options)
 
     def step(params, x, g):
-        _, pullback = jax.vjp(apply, params, x)
-        return pullback(g)
+        # The output too, as torch's step computes it: dropped, XLA would skip the layer's last product (the
+        # gradients do not need its result) and the step would do less work than one inside a network.
+        y, pullback = jax.vjp(apply, params, x)
+        return y, pullback(g)
 
     t0 = time.perf_counter()
     step_compiled = jax.jit(step).lower(params, x, g).compile(compiler_options)

@@ -147,9 +147,9 @@ def jax_variants(cfg: LayerConfig, batch: int, groups):
         err = float(jnp.max(jnp.abs(fwd(x, cores) - ref)) / jnp.max(jnp.abs(ref)))
         assert err < 1e-4, (name, err)
 
-        def step(x, cs, f=f):
-            _, pb = jax.vjp(f, x, cs)
-            return pb(g)
+        def step(x, cs, f=f):  # returns the output too, or XLA skips the last product (candidates_jax._build)
+            y, pb = jax.vjp(f, x, cs)
+            return y, pb(g)
 
         step = jax.jit(step)
         out[name] = (

@@ -77,7 +77,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--single-call-s",
         type=float,
         default=1.0,
-        help="a call slower than this (first call, no compilation in it) is measured once (default 1)",
+        help="a call whose first call (no compilation in it) is slower than this is timed once more, "
+        "and only once (default 1)",
     )
     p.add_argument(
         "--time-limit-s",
@@ -271,7 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     header["settings"] = (
         f"batches {args.batches}; warm-up {args.warmup}; per measurement at most {args.repeats} timed calls, "
         f"stopping after {args.budget_s} s of them (at least 3, or 1 when a call exceeds it; "
-        f"a first call over {args.single_call_s} s is the only one, marked ¹); memory at batch {args.memory_batch}; "
+        f"one timed call after a first one over {args.single_call_s} s, marked ¹); "
+        f"memory at batch {args.memory_batch}; "
         f"float32, TF32 off; one process per framework"
         + (f"; pinned to {args.cpus} CPUs" if args.cpus else "")
         + ("; freed memory kept in the process (`--retain-memory`)" if args.retain_memory else "; default malloc")

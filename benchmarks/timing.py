@@ -6,10 +6,11 @@ warm-up calls first (compilation, autotuning, allocator growth), then up to
 ``repeats`` timed calls, stopping early once ``budget_s`` seconds of timed calls
 are spent, but never fewer than ``min_repeats`` (unless the first call alone
 took longer than the budget: then one timed call after it). When the first call
-takes longer than ``single_call_s`` it is the only one (``n == 1``): pass that
-only for callables whose first call does not compile. Slow candidates (the dense
-784 -> 262144 layer at batch 1000 takes seconds on two cores) thus get fewer
-repeats and the whole run stays bounded.
+takes longer than ``single_call_s``, one more call is the only timed one
+(``n == 1``): pass that only for callables whose first call does not compile.
+Slow candidates (the dense 784 -> 262144 layer at batch 1000 takes seconds on
+two cores) thus get fewer repeats and the whole run stays bounded, and no
+timing is a first call, which also faults in fresh memory and starts threads.
 
 >>> t = measure(lambda: None, warmup=1, repeats=5, budget_s=1.0)
 >>> t.n, t.min_s <= t.median_s
@@ -59,8 +60,11 @@ def measure(
     start = time.perf_counter()
     fn()
     first = time.perf_counter() - start
-    if single_call_s is not None and first > single_call_s:  # too slow to repeat: the first call is the measurement
-        return Timing(first, first, 1, first)
+    if single_call_s is not None and first > single_call_s:  # too slow to repeat: one timed call after the first
+        t0 = time.perf_counter()
+        fn()
+        once = time.perf_counter() - t0
+        return Timing(once, once, 1, first)
     if first > budget_s:  # one call eats the budget: no more warm-up, a single timed call
         warmup, min_repeats = 1, 1
     for _ in range(max(warmup - 1, 0)):

@@ -79,8 +79,9 @@ def time_jax(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> di
         def apply(params, x, graphdef=graphdef):
             return nnx.merge(graphdef, params)(x)
 
-        def step(params, x, g, apply=apply):
-            return jax.vjp(apply, params, x)[1](g)
+        def step(params, x, g, apply=apply):  # returns the output too, or XLA skips the last product
+            y, pullback = jax.vjp(apply, params, x)
+            return y, pullback(g)
 
         with _forced(tt_jax.TTLinear, plan):  # applies while tracing
             fwd = jax.jit(apply).lower(params, x).compile()

@@ -46,7 +46,9 @@ def _jax_parts(backend, x: np.ndarray, y: np.ndarray) -> dict[str, Callable[[], 
             out = m(v)
             return jnp.vdot(jax.nn.relu(out) if relu else out, cotangent)
 
-        return nnx.grad(loss, argnums=(0, 1))(module, inputs)
+        # The value needs the output, so it is computed, as in torch and in a whole step (nnx.grad alone
+        # let XLA skip a linear block's output: the gradients do not need it).
+        return nnx.value_and_grad(loss, argnums=(0, 1))(module, inputs)
 
     @nnx.jit
     def grads_of(m, inputs, labels):
