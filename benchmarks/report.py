@@ -3,18 +3,27 @@
 Ratios are always *the other candidate's time over ours*: above 1 means ours is
 faster. "Ours" in torch is the eager layer (what ``tt_torch.TTLinear`` gives
 without ``torch.compile``); the compiled one has its own column.
+
+A run writes its measurements beside the report (``RESULTS.json`` next to
+``RESULTS.md``), so that the report can be rendered again, by a later version of
+this module, without measuring again::
+
+    python -m benchmarks.report benchmarks/RESULTS.json    # rewrites benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import argparse
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from benchmarks.candidate import Candidate, MemoryReport, einsum_path
-from benchmarks.layers import LARGE_FLOP_RATIO, LayerConfig
+from benchmarks.layers import LARGE_FLOP_RATIO, LayerConfig, get
 from benchmarks.timing import Timing
 
-__all__ = ["Results", "render"]
+__all__ = ["Results", "load_run", "render", "save_run"]
 
 PASSES = ("fwd", "fwd+bwd")
 TRAIN_FLOP_FACTOR = 3  # backward = two products per forward product
@@ -120,7 +129,15 @@ def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def render(res: Results, header: dict[str, str], *, quick: bool = False, memory_batch: int | None = None) -> str:
+def render(
+    res: Results,
+    header: dict[str, str],
+    *,
+    quick: bool = False,
+    memory_batch: int | None = None,
+    retained: bool = False,
+) -> str:
+    """The markdown report. ``retained``: the workers kept freed memory (``--retain-memory``)."""
     L: list[str] = ["# TT layer benchmarks", ""]
     if quick:
         L += [
@@ -298,7 +315,7 @@ def render(res: Results, header: dict[str, str], *, quick: bool = False, memory_
         L += _table(["layer", *[c.label for c in cands], "ours/dense peak"], rows)
         L.append("")
 
-    L += _goals(res)
+    L += _goals(res, retained)
 
     # Notes
     L += ["## Notes", ""]
@@ -318,7 +335,7 @@ def _mb(x: int | None) -> str:
     return "?" if x is None else f"{x / 1e6:.3g}"
 
 
-def _goals(res: Results) -> list[str]:
+def _goals(res: Results, retained: bool) -> list[str]:
     large = [c for c in res.layers if c.large]
     big = max(res.batches)
     L = ["## Goals", ""]
@@ -406,10 +423,15 @@ def _goals(res: Results) -> list[str]:
         if pj and pt:
             why += (
                 f" The frameworks' own kernels differ on this machine (same run): matmul {pj['matmul']:.0f} (JAX) vs "
-                f"{pt['matmul']:.0f} GFLOP/s (torch), streaming {pj['copy']:.1f} vs {pt['copy']:.1f} GB/s. With "
-                "default malloc each call also page-faults in its large buffers afresh, and XLA:CPU's fault more "
-                "than torch's (measured in `benchmarks/proposals/README.md` section 14)."
+                f"{pt['matmul']:.0f} GFLOP/s (torch), streaming {pj['copy']:.1f} vs {pt['copy']:.1f} GB/s."
             )
+        why += (
+            " Freed memory was retained, yet XLA:CPU's largest buffers still page-fault on some calls "
+            "(`benchmarks/proposals/README.md` section 16)."
+            if retained
+            else " With default malloc each call also page-faults in its large buffers afresh, and XLA:CPU's fault "
+            "more than torch's (`benchmarks/proposals/README.md` section 14)."
+        )
         L.append(why)
     L.append("")
     return L
@@ -444,3 +466,52 @@ def _goal1_why(res: Results, large: list[LayerConfig]) -> list[str]:
     )]
     L.append("")
     return L
+
+
+def save_run(path: Path, res: Results, header: dict[str, str], **render_kwargs) -> None:
+    """Writes what :func:`render` needs as JSON, so that :func:`load_run` can render the report again.
+
+    >>> import tempfile
+    >>> from benchmarks.timing import Timing
+    >>> layer, ours = get("1024-1024"), Candidate("jax", "ours", "JAX ours", "tt")
+    >>> res = Results(layers=[layer], batches=[1], candidates=[ours])
+    >>> res.add(layer, 1, ours, "fwd", Timing(1e-4, 2e-4, 5, 1.0))
+    >>> path = Path(tempfile.mkdtemp()) / "run.json"
+    >>> save_run(path, res, {"cpu": "test"}, quick=True)
+    >>> again, header, kwargs = load_run(path)
+    >>> render(again, header, **kwargs) == render(res, {"cpu": "test"}, quick=True)
+    True
+    """
+    data = {
+        "layers": [c.name for c in res.layers],
+        "batches": res.batches,
+        "header": header,
+        "render": render_kwargs,
+        "failures": res.failures,
+        **res.to_json(),
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def load_run(path: Path) -> tuple[Results, dict[str, str], dict]:
+    """The results, header and :func:`render` keywords that :func:`save_run` wrote."""
+    data = json.loads(path.read_text())
+    res = Results(layers=[get(name) for name in data["layers"]], batches=data["batches"], candidates=[])
+    res.merge(data)
+    res.failures.update(data["failures"])
+    return res, data["header"], data["render"]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description="Renders a saved run's report again.")
+    p.add_argument("run", type=Path, help="the .json a run wrote beside its report")
+    p.add_argument("--out", type=Path, default=None, help="markdown file to write (default: the .json's name, .md)")
+    args = p.parse_args(argv)
+    res, header, kwargs = load_run(args.run)
+    out = args.out or args.run.with_suffix(".md")
+    out.write_text(render(res, header, **kwargs))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

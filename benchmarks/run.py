@@ -281,11 +281,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     header["devices"] = ", ".join(f"{k}: {v}" for k, v in res.devices.items())
     for info in res.versions.values():
         header.update(info)
-    text = report.render(res, header, quick=args.quick, memory_batch=args.memory_batch)
+    render_kwargs = {"quick": args.quick, "memory_batch": args.memory_batch, "retained": args.retain_memory}
+    text = report.render(res, header, **render_kwargs)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
-    _log(f"wrote {args.out} ({time.perf_counter() - started:.0f} s)")
+    report.save_run(args.out.with_suffix(".json"), res, header, **render_kwargs)  # to render it again later
+    _log(f"wrote {args.out} and its .json ({time.perf_counter() - started:.0f} s)")
     return 0 if not res.failures else 1
 
 
