@@ -9,6 +9,9 @@ A run writes its measurements beside the report (``RESULTS.json`` next to
 this module, without measuring again::
 
     python -m benchmarks.report benchmarks/RESULTS.json    # rewrites benchmarks/RESULTS.md
+
+``--preface FILE.md`` adds a reader's note under the title (what the run
+changed, how to read it); it is kept in the JSON for later renders.
 """
 
 from __future__ import annotations
@@ -136,9 +139,13 @@ def render(
     quick: bool = False,
     memory_batch: int | None = None,
     retained: bool = False,
+    preface: str | None = None,
 ) -> str:
-    """The markdown report. ``retained``: the workers kept freed memory (``--retain-memory``)."""
+    """The markdown report. ``retained``: the workers kept freed memory (``--retain-memory``); ``preface``:
+    markdown placed under the title."""
     L: list[str] = ["# TT layer benchmarks", ""]
+    if preface:
+        L += [preface.strip(), ""]
     if quick:
         L += [
             "> **Harness check (`--quick`): few repeats, small batches, possibly a loaded machine. "
@@ -506,8 +513,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.report", description="Renders a saved run's report again.")
     p.add_argument("run", type=Path, help="the .json a run wrote beside its report")
     p.add_argument("--out", type=Path, default=None, help="markdown file to write (default: the .json's name, .md)")
+    p.add_argument("--preface", type=Path, default=None, help="markdown under the title; saved into the .json")
     args = p.parse_args(argv)
     res, header, kwargs = load_run(args.run)
+    if args.preface is not None:
+        kwargs["preface"] = args.preface.read_text()
+        save_run(args.run, res, header, **kwargs)
     out = args.out or args.run.with_suffix(".md")
     out.write_text(render(res, header, **kwargs))
     print(f"wrote {out}")
