@@ -25,7 +25,7 @@ import numpy as np
 from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation, einsum_path
 from benchmarks.layers import LayerConfig
 
-__all__ = ["candidates", "copy_gbps", "matmul_gflops", "versions"]
+__all__ = ["candidates", "copy_gbps", "matmul_gflops", "training_step", "versions"]
 
 
 def versions() -> dict[str, str]:
@@ -59,6 +59,27 @@ def _normal(seed: int, shape, scale: float = 1.0) -> jax.Array:
     return jax.device_put(a, _device())
 
 
+def training_step(f):
+    """``step(*args, cotangent) -> (f(*args), gradients of <f(*args), cotangent> to every arg)``: what a layer does in
+    a training step, the benchmark's and the probes' one definition of it.
+
+    The output is returned too, as torch's ``layer(x).backward(g)`` computes it and a network needs it: a step
+    that returned only the gradients would let XLA skip the layer's last product, whose result they do not need
+    (``784-262144`` at batch 100: 40 instead of 130 ms; ``proposals/README.md`` section 16).
+
+    >>> y, (dx,) = training_step(lambda x: 3.0 * x)(jnp.ones(2), jnp.ones(2))
+    >>> y.tolist(), dx.tolist()
+    ([3.0, 3.0], [3.0, 3.0])
+    """
+
+    def step(*args):
+        *inputs, cotangent = args
+        y, pullback = jax.vjp(f, *inputs)
+        return y, pullback(cotangent)
+
+    return step
+
+
 _CACHE: dict = {}
 
 
@@ -81,14 +102,8 @@ def _build(apply, params, cfg: LayerConfig, batch: int, compiler_options: dict |
     # ``--``), e.g. ``{"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE"}``.
     fwd = jax.jit(apply).lower(params, x).compile(compiler_options)
 
-    def step(params, x, g):
-        # The output too, as torch's step computes it: dropped, XLA would skip the layer's last product (the
-        # gradients do not need its result) and the step would do less work than one inside a network.
-        y, pullback = jax.vjp(apply, params, x)
-        return y, pullback(g)
-
     t0 = time.perf_counter()
-    step_compiled = jax.jit(step).lower(params, x, g).compile(compiler_options)
+    step_compiled = jax.jit(training_step(apply)).lower(params, x, g).compile(compiler_options)
     compile_s = time.perf_counter() - t0
 
     def run_forward():

@@ -118,6 +118,8 @@ def jax_variants(cfg: LayerConfig, batch: int, groups):
     import jax
     import jax.numpy as jnp
 
+    from benchmarks.candidates_jax import training_step
+
     shape = cfg.shape
     rng = np.random.default_rng(0)
     cores = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * 0.5) for s in shape.core_shapes]
@@ -147,14 +149,10 @@ def jax_variants(cfg: LayerConfig, batch: int, groups):
         err = float(jnp.max(jnp.abs(fwd(x, cores) - ref)) / jnp.max(jnp.abs(ref)))
         assert err < 1e-4, (name, err)
 
-        def step(x, cs, f=f):  # returns the output too, or XLA skips the last product (candidates_jax._build)
-            y, pb = jax.vjp(f, x, cs)
-            return y, pb(g)
-
-        step = jax.jit(step)
+        step = jax.jit(training_step(f))
         out[name] = (
             _time(lambda: fwd(x, cores).block_until_ready()),
-            _time(lambda: jax.block_until_ready(step(x, cores))),
+            _time(lambda: jax.block_until_ready(step(x, cores, g))),
         )
     return out
 

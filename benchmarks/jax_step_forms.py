@@ -30,6 +30,7 @@ from flax import nnx
 import tt_jax
 import tt_jax.layer as tt_layer
 from benchmarks import timing
+from benchmarks.candidates_jax import training_step
 from benchmarks.layers import LAYERS
 
 
@@ -69,14 +70,6 @@ def _new_step():
     return lambda core, state: tt_layer._matmul(core[None], state)
 
 
-def _training_step(form):
-    def step(core, state, cotangent):  # returns the output too, or XLA skips computing it
-        out, pullback = jax.vjp(form, core, state)
-        return out, pullback(cotangent)
-
-    return step
-
-
 def _interleaved_medians(calls: dict, repeats: int) -> dict[str, float]:
     """Median ms of each ``name -> (compiled function, args)``, one call of each in turn per round."""
     blocking = {k: (lambda fn=fn, args=args: jax.block_until_ready(fn(*args))) for k, (fn, args) in calls.items()}
@@ -95,7 +88,7 @@ def time_step(p: int, q: int, outer: int, s: int, repeats: int = 9) -> dict[str,
     for name, rule in FORMS.items():
         with mock.patch.object(tt_layer, "_broadcast_is_cheaper", rule):  # applies while tracing
             calls[f"fwd:{name}"] = (jax.jit(_new_step()).lower(core, state).compile(), (core, state))
-            step = jax.jit(_training_step(_new_step())).lower(core, state, cotangent).compile()
+            step = jax.jit(training_step(_new_step())).lower(core, state, cotangent).compile()
             calls[f"step:{name}"] = (step, (core, state, cotangent))
     return _interleaved_medians(calls, repeats)
 
@@ -127,13 +120,10 @@ def time_layer(shape, batch: int, repeats: int = 7) -> dict[str, float]:
         def apply(params, x):  # new functions per form: jax.jit caches traces per function
             return nnx.merge(graphdef, params)(x)
 
-        def step(params, x, g, apply=apply):  # returns the output too, or XLA skips the last product
-            y, pullback = jax.vjp(apply, params, x)
-            return y, pullback(g)
-
         with mock.patch.object(tt_layer, "_broadcast_is_cheaper", patch):
             calls[f"fwd:{name}"] = (jax.jit(apply).lower(params, x).compile(), (params, x))
-            calls[f"step:{name}"] = (jax.jit(step).lower(params, x, cotangent).compile(), (params, x, cotangent))
+            step = jax.jit(training_step(apply)).lower(params, x, cotangent).compile()
+            calls[f"step:{name}"] = (step, (params, x, cotangent))
     return _interleaved_medians(calls, repeats)
 
 

@@ -60,7 +60,8 @@ def _load(out: Path) -> dict:
         if path.exists():
             found[name] = json.loads(path.read_text())
     metrics = out / "metrics.jsonl"
-    found["rows"] = [json.loads(row) for row in metrics.read_text().splitlines() if row.strip()] if metrics.exists() else []
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    found["rows"] = [json.loads(row) for row in lines if row.strip()]
     return found
 
 

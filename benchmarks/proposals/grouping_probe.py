@@ -67,6 +67,7 @@ def time_jax(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> di
     from flax import nnx
 
     import tt_jax
+    from benchmarks.candidates_jax import training_step
 
     x = jax.random.normal(jax.random.key(1), (batch, cfg.shape.in_features))
     g = jax.random.normal(jax.random.key(2), (batch, cfg.shape.out_features))
@@ -79,13 +80,9 @@ def time_jax(cfg: LayerConfig, batch: int, plans: list[Plan], rounds: int) -> di
         def apply(params, x, graphdef=graphdef):
             return nnx.merge(graphdef, params)(x)
 
-        def step(params, x, g, apply=apply):  # returns the output too, or XLA skips the last product
-            y, pullback = jax.vjp(apply, params, x)
-            return y, pullback(g)
-
         with _forced(tt_jax.TTLinear, plan):  # applies while tracing
             fwd = jax.jit(apply).lower(params, x).compile()
-            train = jax.jit(step).lower(params, x, g).compile()
+            train = jax.jit(training_step(apply)).lower(params, x, g).compile()
         outputs.append(np.asarray(fwd(params, x)))
         calls[f"fwd {plan}"] = lambda fwd=fwd, params=params: jax.block_until_ready(fwd(params, x))
         calls[f"step {plan}"] = lambda train=train, params=params: jax.block_until_ready(train(params, x, g))
