@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import pickle
 
 import jax
@@ -28,15 +29,19 @@ def _optax(cfg: OptimizerConfig) -> optax.GradientTransformation:
     return optax.inject_hyperparams(make)(learning_rate=cfg.lr_at(0))
 
 
-def _loss_and_correct(model, x, y):
+def _loss_and_correct(model, x, y, label_smoothing: float = 0.0):
     logits = model(x)
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    if label_smoothing:  # as torch's cross_entropy(label_smoothing=): (1 - a) one-hot + a / classes
+        targets = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), label_smoothing)
+        loss = optax.softmax_cross_entropy(logits, targets).mean()
+    else:
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, jnp.sum(jnp.argmax(logits, -1) == y)
 
 
-@nnx.jit
-def _train_step(model, optimizer, x, y):
-    (loss, correct), grads = nnx.value_and_grad(_loss_and_correct, has_aux=True)(model, x, y)
+@functools.partial(nnx.jit, static_argnames="label_smoothing")
+def _train_step(model, optimizer, x, y, label_smoothing: float = 0.0):
+    (loss, correct), grads = nnx.value_and_grad(_loss_and_correct, has_aux=True)(model, x, y, label_smoothing)
     optimizer.update(model, grads)
     return loss, correct
 
@@ -52,9 +57,11 @@ class JaxBackend:
 
     name = "jax"
 
-    def __init__(self, spec: Network, optimizer: OptimizerConfig, seed: int):
-        self.model = build(spec, seed=seed)
+    def __init__(self, spec: Network, optimizer: OptimizerConfig, seed: int, *, tt_init: str = "lecun",
+                 dense_init: str = "lecun", label_smoothing: float = 0.0):
+        self.model = build(spec, seed=seed, tt_init=tt_init, dense_init=dense_init)
         self.optimizer = nnx.Optimizer(self.model, _optax(optimizer), wrt=nnx.Param)
+        self.label_smoothing = label_smoothing
 
     @property
     def device(self) -> str:
@@ -74,7 +81,8 @@ class JaxBackend:
     def train_step(self, x: np.ndarray, y: np.ndarray):
         """One step; returns the (loss, number correct) as device scalars (no sync)."""
         self.model.train()
-        return _train_step(self.model, self.optimizer, jnp.asarray(x), jnp.asarray(y))
+        return _train_step(self.model, self.optimizer, jnp.asarray(x), jnp.asarray(y),
+                           label_smoothing=self.label_smoothing)
 
     def evaluate(self, batches) -> tuple[float, float]:
         """Mean loss and accuracy over ``(x, y)`` batches, in eval mode (running batch-norm statistics)."""

@@ -28,9 +28,11 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, spec: Network, optimizer: OptimizerConfig, seed: int):
+    def __init__(self, spec: Network, optimizer: OptimizerConfig, seed: int, *, tt_init: str = "lecun",
+                 dense_init: str = "lecun", label_smoothing: float = 0.0):
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.model = build(spec, seed=seed, device=self._device)
+        self.model = build(spec, seed=seed, tt_init=tt_init, dense_init=dense_init, device=self._device)
+        self.label_smoothing = label_smoothing
         kwargs = {**optimizer.convention().torch_kwargs(), "weight_decay": optimizer.weight_decay}
         self.optimizer = _OPTIMIZERS[optimizer.name](self.model.parameters(), **kwargs)
 
@@ -59,7 +61,7 @@ class TorchBackend:
         self.model.train()
         x, y = self._tensors(x, y)
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -452,7 +452,7 @@ def _to_float(x: np.ndarray, mean: np.ndarray, std: np.ndarray, flatten: bool) -
     """``(x / 255 - mean) / std`` as float32, in two passes: ``x * scale + shift``."""
     out = np.multiply(x, (1 / (255 * std)).astype(np.float32), dtype=np.float32)
     out += (-mean / std).astype(np.float32)
-    return out.reshape(len(out), -1) if flatten else out
+    return out.reshape(len(out), int(np.prod(out.shape[1:]))) if flatten else out  # -1 fails on an empty split
 
 
 def load_dataset(name: DatasetName, *, data_dir: str | os.PathLike | None = None, source: Source = "auto",

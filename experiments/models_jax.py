@@ -14,6 +14,7 @@ from flax import nnx
 
 import tt_jax
 from experiments.presets import TT, Network
+from experiments.recipes import check_inits
 
 __all__ = ["BN_MOMENTUM", "Net", "build"]
 
@@ -21,19 +22,44 @@ __all__ = ["BN_MOMENTUM", "Net", "build"]
 BN_MOMENTUM = 0.9
 
 
-class Net(nnx.Module):
-    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`."""
+def _tt_inits(layer: TT, tt_init: str) -> dict:
+    """Keywords of the TT layer's init: the default (variance-exact LeCun) or the thesis's per-core init."""
+    if tt_init == "lecun":
+        return {}
+    inits = tt_jax.initializers
+    return {"cores_init": inits.thesis_per_core(), "bias_init": inits.thesis_bias(layer.shape)}
 
-    def __init__(self, spec: Network, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+
+def _dense_inits(in_features: int, dense_init: str) -> dict:
+    """Keywords of a dense layer's init: nnx.Linear's default (LeCun normal, zero bias) or nn.Linear's."""
+    if dense_init == "lecun":
+        return {}
+    bound = in_features**-0.5  # nn.Linear: kaiming_uniform_(a=sqrt(5)) is U(+-1/sqrt(M)), its bias too
+
+    def bias_init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return {"kernel_init": nnx.initializers.variance_scaling(1 / 3, "fan_in", "uniform"), "bias_init": bias_init}
+
+
+class Net(nnx.Module):
+    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`.
+
+    ``tt_init`` and ``dense_init`` name the initializers (:data:`experiments.recipes.TT_INITS`,
+    :data:`experiments.recipes.DENSE_INITS`): ``"lecun"`` is Flax's default, ``"torch"`` ``nn.Linear``'s.
+    """
+
+    def __init__(self, spec: Network, *, rngs: nnx.Rngs, tt_init: str = "lecun", dense_init: str = "lecun",
+                 param_dtype=jnp.float32):
         self.spec = spec
         layers = []
         for layer in spec.layers:
             if isinstance(layer, TT):
-                layers.append(
-                    tt_jax.TTLinear(layer.in_modes, layer.out_modes, layer.ranks, param_dtype=param_dtype, rngs=rngs)
-                )
+                layers.append(tt_jax.TTLinear(layer.in_modes, layer.out_modes, layer.ranks, param_dtype=param_dtype,
+                                              rngs=rngs, **_tt_inits(layer, tt_init)))
             else:
-                layers.append(nnx.Linear(layer.in_features, layer.out_features, param_dtype=param_dtype, rngs=rngs))
+                layers.append(nnx.Linear(layer.in_features, layer.out_features, param_dtype=param_dtype, rngs=rngs,
+                                         **_dense_inits(layer.in_features, dense_init)))
             layers.append(tt_jax.BatchNorm(layer.out_features, momentum=BN_MOMENTUM, param_dtype=param_dtype, rngs=rngs))
         self.layers = nnx.List(layers)
         self.dropout = tt_jax.Dropout(spec.dropout, rngs=rngs)
@@ -50,6 +76,9 @@ class Net(nnx.Module):
         return x
 
 
-def build(spec: Network, *, seed: int = 0, param_dtype=jnp.float32) -> Net:
+def build(spec: Network, *, seed: int = 0, tt_init: str = "lecun", dense_init: str = "lecun",
+          param_dtype=jnp.float32) -> Net:
     """The network of ``spec`` with parameters drawn from ``seed``."""
-    return Net(spec, rngs=nnx.Rngs(params=seed, dropout=seed + 1), param_dtype=param_dtype)
+    check_inits(tt_init, dense_init)
+    return Net(spec, rngs=nnx.Rngs(params=seed, dropout=seed + 1), tt_init=tt_init, dense_init=dense_init,
+               param_dtype=param_dtype)

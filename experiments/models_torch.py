@@ -7,6 +7,7 @@ from torch import nn
 
 import tt_torch
 from experiments.presets import TT, Network
+from experiments.recipes import check_inits
 from tt_common.init import TRUNCATED_NORMAL_STD
 
 __all__ = ["BN_MOMENTUM", "Net", "build"]
@@ -23,20 +24,36 @@ def _lecun_normal_(linear: nn.Linear) -> None:
         linear.bias.zero_()
 
 
-class Net(nn.Module):
-    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`."""
+def _tt_linear(layer: TT, tt_init: str, factory: dict) -> tt_torch.TTLinear:
+    """The TT layer of ``layer`` with the variance-exact LeCun init or the thesis's per-core init."""
+    if tt_init == "lecun":
+        return tt_torch.TTLinear(layer.in_modes, layer.out_modes, layer.ranks, **factory)
+    inits = tt_torch.initializers
+    return tt_torch.TTLinear(layer.in_modes, layer.out_modes, layer.ranks, cores_init=inits.thesis_per_core(),
+                             bias_init=inits.thesis_bias(layer.shape), **factory)
 
-    def __init__(self, spec: Network, *, device=None, dtype=None):
+
+class Net(nn.Module):
+    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`.
+
+    ``tt_init`` and ``dense_init`` name the initializers (:data:`experiments.recipes.TT_INITS`,
+    :data:`experiments.recipes.DENSE_INITS`): ``"lecun"`` is Flax's default (as :mod:`experiments.models_jax`),
+    ``"torch"`` keeps ``nn.Linear``'s own.
+    """
+
+    def __init__(self, spec: Network, *, tt_init: str = "lecun", dense_init: str = "lecun", device=None,
+                 dtype=None):
         super().__init__()
         self.spec = spec
         factory = {"device": device, "dtype": dtype}
         layers: list[nn.Module] = []
         for layer in spec.layers:
             if isinstance(layer, TT):
-                layers.append(tt_torch.TTLinear(layer.in_modes, layer.out_modes, layer.ranks, **factory))
+                layers.append(_tt_linear(layer, tt_init, factory))
             else:
                 linear = nn.Linear(layer.in_features, layer.out_features, **factory)
-                _lecun_normal_(linear)
+                if dense_init == "lecun":
+                    _lecun_normal_(linear)
                 layers.append(linear)
             layers.append(nn.BatchNorm1d(layer.out_features, momentum=BN_MOMENTUM, **factory))
         self.layers = nn.ModuleList(layers)
@@ -54,7 +71,9 @@ class Net(nn.Module):
         return x
 
 
-def build(spec: Network, *, seed: int = 0, device=None, dtype=None) -> Net:
+def build(spec: Network, *, seed: int = 0, tt_init: str = "lecun", dense_init: str = "lecun", device=None,
+          dtype=None) -> Net:
     """The network of ``spec`` with parameters drawn from ``seed``."""
+    check_inits(tt_init, dense_init)
     torch.manual_seed(seed)
-    return Net(spec, device=device, dtype=dtype)
+    return Net(spec, tt_init=tt_init, dense_init=dense_init, device=device, dtype=dtype)

@@ -5,17 +5,21 @@ is the table of :mod:`tt_common.conventions` (eps placement included). Weight
 decay is coupled L2 in both (``g += wd * p`` before the optimizer, as torch's
 ``weight_decay`` argument does). The step decay multiplies the learning rate
 by ``decay_gamma`` every ``decay_every`` epochs; both backends set the learning
-rate at the start of each epoch from :meth:`OptimizerConfig.lr_at`.
+rate at the start of each epoch from :meth:`OptimizerConfig.lr_at`. ``cosine_epochs`` instead decays it
+along a half cosine from ``learning_rate`` to zero over that many epochs (per epoch, as the step decay).
 
 >>> cfg = OptimizerConfig("sgd", learning_rate=0.1, momentum=0.9, decay_every=10, decay_gamma=0.5)
 >>> [cfg.lr_at(e) for e in (0, 9, 10, 25)]
 [0.1, 0.1, 0.05, 0.025]
 >>> cfg.convention()
 SGD(learning_rate=0.1, momentum=0.9)
+>>> [round(OptimizerConfig("adam", 0.1, cosine_epochs=4).lr_at(e), 4) for e in range(5)]
+[0.1, 0.0854, 0.05, 0.0146, 0.0]
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -40,12 +44,15 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     decay_every: int = 0  # epochs between step decays; 0: no decay
     decay_gamma: float = 0.1
+    cosine_epochs: int = 0  # epochs of a half-cosine decay to zero; 0: none
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.name!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
+        if self.cosine_epochs and self.decay_every:
+            raise ValueError("choose one schedule: cosine_epochs or decay_every, not both")
 
     def convention(self, epoch: int = 0):
         """The :mod:`tt_common.conventions` object for ``epoch``'s learning rate."""
@@ -59,7 +66,9 @@ class OptimizerConfig:
         return conventions.Adadelta(lr, self.rho, 1e-6 if self.eps is None else self.eps)
 
     def lr_at(self, epoch: int) -> float:
-        """The step-decayed learning rate of ``epoch`` (0-based)."""
+        """The learning rate of ``epoch`` (0-based): step-decayed, cosine-decayed or constant."""
+        if self.cosine_epochs:
+            return self.learning_rate * 0.5 * (1 + math.cos(math.pi * min(epoch, self.cosine_epochs) / self.cosine_epochs))
         steps = epoch // self.decay_every if self.decay_every else 0
         return self.learning_rate * self.decay_gamma**steps
 

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from experiments.presets import get_preset
-from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir, run_name
+from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir
 from experiments.train import RunConfig
 from tt_common.contraction import XLA_CPU_PRODUCT_FLOPS
 from tt_common.machine import cpu_description
@@ -75,11 +75,11 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     spec = get_preset(config.model)
     out = run_dir(study, config, results)
     found = _load(out)
-    name = run_name(config, label_optimizer=study.label_optimizer)
+    name = study.run_name(config)
     owner, planned = home_study(study, config)
     shared = []
     if owner is not study:  # trained once, in the study that owns it
-        shared.append(f"same run as {owner.name}'s {run_name(planned, label_optimizer=owner.label_optimizer)}")
+        shared.append(f"same run as {owner.name}'s {owner.run_name(planned)}")
     thesis = f"| {_count(spec.thesis_params)} | {_thesis_pct(spec.thesis_accuracy)} |"
     head = f"| {name} | {config.backend} | {spec.param_count():,} "
     summary, status, rows = found.get("summary"), found.get("status"), found["rows"]
@@ -137,7 +137,7 @@ def study_curves(study: Study, results: Path = RESULTS_DIR) -> dict[tuple[str, s
         for config in study.for_backend(backend):
             rows = _load(run_dir(study, config, results))["rows"]
             if rows:
-                curves[run_name(config, label_optimizer=study.label_optimizer), backend] = rows
+                curves[study.run_name(config), backend] = rows
     return curves
 
 

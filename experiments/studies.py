@@ -36,7 +36,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from experiments.optim import OptimizerConfig
-from experiments.presets import MODE_SWEEP, RANK_SWEEP, get_preset
+from experiments.presets import MODE_SWEEP, RANK_SWEEP, TT, Dense, get_preset
+from experiments.recipes import recipe_config
 from experiments.train import RunConfig
 
 __all__ = ["RESULTS_DIR", "STUDIES", "Study", "home_study", "run_dir", "run_name"]
@@ -59,9 +60,41 @@ class Study:
     description: str
     runs: tuple[RunConfig, ...]  # backend is a placeholder; the CLI sets it
     label_optimizer: bool = False  # run names carry the optimizer (the optimizer comparison)
+    names: tuple[str, ...] = ()  # explicit run names, one per run (else named by run_name)
+
+    def __post_init__(self) -> None:
+        if self.names and len(self.names) != len(self.runs):
+            raise ValueError(f"{self.name}: {len(self.names)} names for {len(self.runs)} runs")
 
     def for_backend(self, backend: str) -> tuple[RunConfig, ...]:
         return tuple(replace(r, backend=backend) for r in self.runs)
+
+    def run_name(self, config: RunConfig) -> str:
+        """The name of ``config``'s run in this study: its explicit name, else :func:`run_name`."""
+        for planned, name in zip(self.runs, self.names):
+            if _same_run(planned, config):
+                return name
+        return run_name(config, label_optimizer=self.label_optimizer)
+
+
+def _recipe_runs(recipe: str, dataset: str, variants: dict[str, dict], models: tuple[str, ...],
+                 seeds: tuple[int, ...] = (0,)) -> tuple[tuple[RunConfig, ...], tuple[str, ...]]:
+    """Runs of ``recipe`` for each model, variant (name suffix -> field overrides) and seed, with their names.
+
+    A variant's overrides replace fields of the recipe's :class:`RunConfig`; an ``"optimizer"`` entry is a dict
+    of :class:`OptimizerConfig` fields to replace. Seeds other than 0 add ``-s<seed>`` to the name.
+    """
+    runs, names = [], []
+    for model in models:
+        for suffix, overrides in variants.items():
+            for seed in seeds:
+                config = recipe_config(recipe, dataset, model, seed=seed)
+                fields = dict(overrides)
+                if "optimizer" in fields:
+                    fields["optimizer"] = replace(config.optimizer, **fields["optimizer"])
+                runs.append(replace(config, **fields))
+                names.append(f"{model}{suffix}" + (f"-s{seed}" if seed else ""))
+    return tuple(runs), tuple(names)
 
 
 def _mnist(model: str, optimizer: OptimizerConfig = MNIST_SGD) -> RunConfig:
@@ -84,6 +117,67 @@ def _mode_model(d: int) -> str:
     return "tt-tt" if d == 5 else f"tt-tt-d{d}"
 
 
+# The thesis's recipe on every network: as its code (momentum 0.8, all training images, best test epoch), as its
+# text (momentum 0.9), and with our validation holdout (the epoch chosen on validation: our protocol).
+THESIS_MNIST_VARIANTS = {"": {}, "-m0.9": {"optimizer": {"momentum": 0.9}}, "-val": {"val_size": 5000}}
+THESIS_CIFAR_VARIANTS = {"": {}, "-val": {"val_size": 5000}}
+_THESIS_MNIST = _recipe_runs("thesis", "mnist", THESIS_MNIST_VARIANTS, MNIST_NETWORKS)
+_THESIS_CIFAR = _recipe_runs("thesis", "cifar10", THESIS_CIFAR_VARIANTS, CIFAR_NETWORKS)
+
+# One factor at a time from our recipe to the thesis's (its "-thesis" run changes them all).
+ABLATION_NETWORKS = ("tt-tt-tt", "tt-tt-fc", "fc-fc-fc")
+ABLATION_FACTORS = {
+    "-ours": {},
+    "-tt-init": {"tt_init": "thesis"},
+    "-dense-init": {"dense_init": "torch"},
+    "-momentum": {"optimizer": {"momentum": 0.8}},
+    "-raw-pixels": {"normalize": False},
+    "-no-holdout": {"val_size": 0},
+}
+ABLATION_SEEDS = (0, 1, 2)  # for the rows that decide: ours, the TT init and the whole thesis recipe
+DECISIVE = ("-ours", "-tt-init")
+
+
+def _ablation() -> tuple[tuple[RunConfig, ...], tuple[str, ...]]:
+    runs, names = [], []
+    for model in ABLATION_NETWORKS:
+        has_tt, has_dense = (any(isinstance(layer, kind) for layer in get_preset(model).layers) for kind in (TT, Dense))
+        for suffix, overrides in ABLATION_FACTORS.items():
+            if (suffix == "-tt-init" and not has_tt) or (suffix == "-dense-init" and not has_dense):
+                continue  # the factor does not apply to this network
+            seeds = ABLATION_SEEDS if suffix in DECISIVE else (0,)
+            more = _recipe_runs("ours", "mnist", {suffix: overrides}, (model,), seeds)
+            runs += more[0]
+            names += more[1]
+        more = _recipe_runs("thesis", "mnist", {"-thesis": {}}, (model,), ABLATION_SEEDS)
+        runs += more[0]
+        names += more[1]
+    return tuple(runs), tuple(names)
+
+
+# CIFAR-10's ablation on cifar-tt, shortened to 20 epochs: the optimizer factor is Adadelta's rho (0.95 -> 0.9).
+CIFAR_ABLATION_EPOCHS = 20
+CIFAR_ABLATION_FACTORS = {
+    "-ours": {},
+    "-tt-init": {"tt_init": "thesis"},
+    "-rho": {"optimizer": {"rho": 0.9}},
+    "-raw-pixels": {"normalize": False},
+    "-no-holdout": {"val_size": 0},
+}
+
+
+def _cifar_ablation() -> tuple[tuple[RunConfig, ...], tuple[str, ...]]:
+    ours = _recipe_runs("ours", "cifar10", CIFAR_ABLATION_FACTORS, ("cifar-tt",))
+    thesis = _recipe_runs("thesis", "cifar10", {"-thesis": {}}, ("cifar-tt",))
+    runs = tuple(replace(c, epochs=CIFAR_ABLATION_EPOCHS) for c in (*ours[0], *thesis[0]))
+    return runs, (*ours[1], *thesis[1])
+
+
+def _study(name: str, description: str, runs_and_names: tuple[tuple[RunConfig, ...], tuple[str, ...]]) -> Study:
+    runs, names = runs_and_names
+    return Study(name, description, runs, names=names)
+
+
 STUDIES: dict[str, Study] = {
     s.name: s
     for s in (
@@ -97,6 +191,13 @@ STUDIES: dict[str, Study] = {
               tuple(_mnist("tt-tt", opt) for opt in OPTIMIZER_STUDY), label_optimizer=True),
         Study("ranks", "tt-tt on MNIST with TT-ranks 1 to 16", tuple(_mnist(_rank_model(r)) for r in RANK_SWEEP)),
         Study("modes", "tt-tt on MNIST with 2 to 6 cores per layer", tuple(_mnist(_mode_model(d)) for d in MODE_SWEEP)),
+        _study("thesis-mnist", "MNIST: the six networks with the thesis's recipe (its code's momentum 0.8, its "
+               "text's 0.9, and with our validation holdout)", _THESIS_MNIST),
+        _study("thesis-cifar", "CIFAR-10: the four networks with the thesis's recipe (and with our validation "
+               "holdout)", _THESIS_CIFAR),
+        _study("ablation", "MNIST: one factor at a time from our recipe to the thesis's", _ablation()),
+        _study("ablation-cifar", f"CIFAR-10 cifar-tt, {CIFAR_ABLATION_EPOCHS} epochs: one factor at a time from our "
+               "recipe to the thesis's", _cifar_ablation()),
     )
 }
 
@@ -117,7 +218,7 @@ def _same_run(a: RunConfig, b: RunConfig) -> bool:
     (the learning-rate schedule depends on the epoch, not on the total); smoke-run limits and the data folder
     are left out because they never change a run's directory.
     """
-    strip = {"backend": "", "epochs": 0, "limit": None, "max_batches": None, "data_dir": None}
+    strip = {"backend": "", "epochs": 0, "limit": None, "max_batches": None, "data_dir": None, "eval_batch_size": 0}
     return replace(a, **strip) == replace(b, **strip)
 
 
@@ -146,4 +247,4 @@ def run_dir(study: Study, config: RunConfig, results: Path = RESULTS_DIR) -> Pat
     'mnist-table/tt-tt-jax'
     """
     owner, planned = home_study(study, config)
-    return results / owner.name / f"{run_name(planned, label_optimizer=owner.label_optimizer)}-{config.backend}"
+    return results / owner.name / f"{owner.run_name(planned)}-{config.backend}"

@@ -19,7 +19,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir, run_name
+from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir
 from experiments.train import CHECKPOINT, DivergenceError, RunConfig, retain_freed_memory_for, train
 
 __all__ = ["main", "run_study"]
@@ -36,7 +36,7 @@ def _done(out: Path, config: RunConfig) -> bool:
 def selected_runs(study: Study, backend: str, only: list[str] | None = None) -> list[RunConfig]:
     """The runs of ``study`` whose model or run name is in ``only`` (all of them without it)."""
     return [c for c in study.for_backend(backend)
-            if not only or c.model in only or run_name(c, label_optimizer=study.label_optimizer) in only]
+            if not only or c.model in only or study.run_name(c) in only]
 
 
 def run_study(study: Study, backend: str, *, only: list[str] | None = None, epochs: int | None = None,
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
                          limit=args.limit, max_batches=args.max_batches, results=args.results)
     for s in statuses:
-        extra = f" test acc {100 * s['test_acc']:.2f}%" if "test_acc" in s else ""
+        extra = f" test acc {100 * s['test_acc']:.2f}%" if s.get("test_acc") is not None else ""
         print(f"{s['run']}: {s['status']}{extra}")
     return statuses
 

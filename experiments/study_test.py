@@ -27,7 +27,7 @@ def test_report_of_an_empty_results_folder(tmp_path) -> None:
     assert "not run yet" in text and "CIFAR-10 (JPEG q75 copy)" in text
     assert "| tt-tt | jax | 791,294 | 791,294 |" in text
     assert "- `tt-tt-d2`: tt-tt with 2 cores: TT 784 (28,28) -> 262144 (512,512) r4, TT -> 10 (5,2) r4" in text
-    assert text.count("- `tt-tt`: TT 784 (2,2,7,4,7)") == 4  # mnist-table, optimizers, ranks, modes
+    assert text.count("- `tt-tt`: TT 784 (2,2,7,4,7)") == 5  # mnist-table, optimizers, ranks, modes, thesis-mnist
 
 
 def test_a_run_planned_by_several_studies_is_trained_once_and_shown_in_each(tmp_path) -> None:
@@ -35,7 +35,7 @@ def test_a_run_planned_by_several_studies_is_trained_once_and_shown_in_each(tmp_
         return {run_dir(s, c, tmp_path) for s in STUDIES.values() for c in s.for_backend("torch") if keep(c)}
 
     home = tmp_path / "mnist-table" / "tt-tt-torch"
-    assert dirs(lambda c: c.model == "tt-tt" and c.optimizer.name == "sgd") == {home}
+    assert dirs(lambda c: c.model == "tt-tt" and c.optimizer.name == "sgd" and c.recipe == "ours") == {home}
     assert dirs(lambda c: c.optimizer.name == "adam") == {tmp_path / "optimizers" / "tt-tt-adam-torch"}
     assert dirs(lambda c: c.model == "tt-tt-r8") == {tmp_path / "ranks" / "tt-tt-r8-torch"}
     home.mkdir(parents=True)
@@ -89,7 +89,9 @@ def test_report_plots_each_study_with_metrics_and_links_the_plot(tmp_path) -> No
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (results / "optimizers" / "curves.png").exists()  # no run of that study has an epoch
     text = output.read_text()
-    assert "(results/mnist-table/curves.png)" in text and text.count("curves.png") == 1
+    # the ablation study shows the same run (our recipe's tt-tt-tt) and plots it too
+    assert "(results/mnist-table/curves.png)" in text and "(results/ablation/curves.png)" in text
+    assert text.count("curves.png") == 2
     assert "in progress / interrupted after 3 of 25 epochs" in text
 
 

@@ -19,7 +19,7 @@ import os
 import pickle
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import numpy as np
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches
 from experiments.optim import OPTIMIZERS, OptimizerConfig
 from experiments.presets import PRESETS, get_preset
+from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, recipe_config
 from tt_common.machine import cpu_model, cpu_vector_extension
 from tt_common.memory import retain_freed_memory, retained
 
@@ -54,6 +55,11 @@ class RunConfig:
     max_batches: int | None = None  # training batches per epoch, for time-boxed runs
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data_dir: str | None = None
+    recipe: str = "ours"  # the recipe the run started from (experiments.recipes); the fields below may differ
+    tt_init: str = "lecun"  # experiments.recipes.TT_INITS
+    dense_init: str = "lecun"  # experiments.recipes.DENSE_INITS
+    normalize: bool = True  # standardise inputs; False: raw [0, 1] pixels
+    label_smoothing: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,12 +72,16 @@ def _backend(config: RunConfig):
     if config.backend == "jax":
         from experiments.backend_jax import JaxBackend
 
-        return JaxBackend(spec, config.optimizer, config.seed)
+        return JaxBackend(spec, config.optimizer, config.seed, **_model_options(config))
     if config.backend == "torch":
         from experiments.backend_torch import TorchBackend
 
-        return TorchBackend(spec, config.optimizer, config.seed)
+        return TorchBackend(spec, config.optimizer, config.seed, **_model_options(config))
     raise ValueError(f"backend must be 'jax' or 'torch', got {config.backend!r}")
+
+
+def _model_options(config: RunConfig) -> dict:
+    return {"tt_init": config.tt_init, "dense_init": config.dense_init, "label_smoothing": config.label_smoothing}
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -114,7 +124,10 @@ def _train_epoch(backend, data: Dataset, config: RunConfig, epoch: int, progress
     return mean_loss, sum(int(c) for c in corrects) / seen
 
 
-def _evaluate(backend, x, y, batch_size: int) -> tuple[float, float]:
+def _evaluate(backend, x, y, batch_size: int) -> tuple[float | None, float | None]:
+    """Mean loss and accuracy over ``(x, y)``; ``(None, None)`` for an empty split (no validation holdout)."""
+    if len(y) == 0:
+        return None, None
     return backend.evaluate(iterate_batches(x, y, batch_size, shuffle=False))
 
 
@@ -127,6 +140,8 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for split in ("train", "val", "test"):
+        if rows[0][f"{split}_acc"] is None:  # no validation holdout
+            continue
         ax_loss.plot(epochs, [r[f"{split}_loss"] for r in rows], marker="o", label=split)
         ax_acc.plot(epochs, [100 * r[f"{split}_acc"] for r in rows], marker="o", label=split)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
@@ -141,12 +156,15 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params: int) -> dict:
-    chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"]))
+    """What the run achieved. Without a validation holdout no epoch is chosen: ``test_acc`` is ``None``."""
+    has_val = rows[0]["val_acc"] is not None
+    chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"])) if has_val else dict.fromkeys(rows[0])
     best_test = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
     spec = get_preset(config.model)
     return {
         "dataset": data.name,
         "model": config.model,
+        "recipe": config.recipe,
         "backend": config.backend,
         "device": backend.device,
         "seed": config.seed,
@@ -163,6 +181,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "best_test_acc_thesis_protocol": best_test["test_acc"],
         "best_test_epoch_thesis_protocol": best_test["epoch"],
         "final_test_acc": rows[-1]["test_acc"],
+        "best_test_loss_x100_thesis_protocol": 100 * best_test["test_loss"],  # the thesis table's "loss"
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
         "cpu": cpu_model(),
         "cpu_simd": cpu_vector_extension(),  # same model name, other SIMD: other speed and rounding
@@ -182,7 +201,8 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, progress=None) 
     if progress is None:
         from tqdm.auto import tqdm as progress
     out.mkdir(parents=True, exist_ok=True)
-    data = load_dataset(config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed, limit=config.limit)
+    data = load_dataset(config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed,
+                        normalize=config.normalize, limit=config.limit)
     backend = _backend(config)
     params = get_preset(config.model).param_count()
     rows: list[dict] = []
@@ -219,8 +239,9 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, progress=None) 
         with open(out / "metrics.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
         _write_atomic(checkpoint, pickle.dumps({"config": config.to_dict(), "rows": rows, "backend": backend.state()}))
+        val = "—" if val_acc is None else f"{100 * val_acc:.2f}%"
         print(f"epoch {epoch + 1}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-              f"val {100 * val_acc:.2f}% | test {100 * test_acc:.2f}% | {epoch_time:.1f}s")
+              f"val {val} | test {100 * test_acc:.2f}% | {epoch_time:.1f}s")
     summary = _summary(config, data, backend, rows, params)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(rows, out / "curves.png", f"{config.model} on {data.name} ({config.backend})")
@@ -232,22 +253,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
     p.add_argument("--model", choices=sorted(PRESETS), default="tt-tt")
     p.add_argument("--backend", choices=("jax", "torch"), default="jax")
-    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="ours",
+                   help="the defaults of every flag below that has none (experiments.recipes)")
+    p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (MNIST 25, CIFAR-10 100)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--eval-batch-size", type=int, default=1000)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd")
-    p.add_argument("--lr", type=float, default=None, help="default: 0.001 (sgd, adam, rmsprop), 1.0 (adadelta)")
-    p.add_argument("--momentum", type=float, default=0.9, help="sgd")
-    p.add_argument("--beta1", type=float, default=0.9, help="adam")
-    p.add_argument("--beta2", type=float, default=0.999, help="adam")
-    p.add_argument("--alpha", type=float, default=0.99, help="rmsprop: decay of the squared-gradient average")
-    p.add_argument("--rho", type=float, default=0.9, help="adadelta (the CIFAR-10 study uses 0.95)")
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=None, help="default: the recipe's")
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: the recipe's, or 0.001 (sgd, adam, rmsprop) and 1.0 (adadelta) for another optimizer")
+    p.add_argument("--momentum", type=float, default=None, help="sgd (ours 0.9, thesis 0.8)")
+    p.add_argument("--beta1", type=float, default=None, help="adam (0.9)")
+    p.add_argument("--beta2", type=float, default=None, help="adam (0.999)")
+    p.add_argument("--alpha", type=float, default=None, help="rmsprop: decay of the squared-gradient average (0.99)")
+    p.add_argument("--rho", type=float, default=None, help="adadelta (ours 0.95, thesis 0.9)")
     p.add_argument("--eps", type=float, default=None, help="default: 1e-8 (adam, rmsprop), 1e-6 (adadelta)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--decay-every", type=int, default=0, help="step learning-rate decay every N epochs")
-    p.add_argument("--decay-gamma", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--decay-every", type=int, default=None, help="step learning-rate decay every N epochs")
+    p.add_argument("--decay-gamma", type=float, default=None)
+    p.add_argument("--cosine-epochs", type=int, default=None, help="half-cosine learning-rate decay over N epochs")
+    p.add_argument("--tt-init", choices=TT_INITS, default=None, help="lecun (variance-exact) or thesis (per core)")
+    p.add_argument("--dense-init", choices=DENSE_INITS, default=None, help="lecun (nnx.Linear's) or torch (nn.Linear's)")
+    p.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                   help="standardise the inputs (--no-normalize: raw [0, 1] pixels)")
+    p.add_argument("--label-smoothing", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-size", type=int, default=5000)
+    p.add_argument("--val-size", type=int, default=None, help="training examples held out (ours 5000, thesis 0)")
     p.add_argument("--limit", type=int, default=None, help="examples per split (smoke runs)")
     p.add_argument("--max-batches", type=int, default=None, help="training batches per epoch (time-boxed runs)")
     p.add_argument("--data-dir", default=None, help="folder with mnist/ and cifar10-jpeg/ (or $TT_DATA_DIR)")
@@ -257,19 +287,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# CLI flag -> OptimizerConfig field
+_OPTIMIZER_FLAGS = {
+    "lr": "learning_rate", "momentum": "momentum", "beta1": "b1", "beta2": "b2", "alpha": "decay", "rho": "rho",
+    "eps": "eps", "weight_decay": "weight_decay", "decay_every": "decay_every", "decay_gamma": "decay_gamma",
+    "cosine_epochs": "cosine_epochs",
+}
+# CLI flag -> RunConfig field, for the fields a recipe sets
+_RUN_FLAGS = ("epochs", "val_size", "tt_init", "dense_init", "normalize", "label_smoothing")
+
+
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    lr = args.lr if args.lr is not None else (1.0 if args.optimizer == "adadelta" else 0.001)
-    optimizer = OptimizerConfig(
-        args.optimizer, learning_rate=lr, momentum=args.momentum, b1=args.beta1, b2=args.beta2,
-        decay=args.alpha, rho=args.rho, eps=args.eps, weight_decay=args.weight_decay,
-        decay_every=args.decay_every, decay_gamma=args.decay_gamma,
-    )
-    return RunConfig(
-        dataset=args.dataset, model=args.model, backend=args.backend, epochs=args.epochs,
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, seed=args.seed,
-        val_size=args.val_size, limit=args.limit, max_batches=args.max_batches, optimizer=optimizer,
-        data_dir=args.data_dir,
-    )
+    """The recipe's configuration for the model, with every flag the user gave replacing the recipe's value."""
+    base = recipe_config(args.recipe, args.dataset, args.model)
+    optimizer = base.optimizer
+    if args.optimizer is not None and args.optimizer != optimizer.name:  # another optimizer: its usual settings
+        optimizer = OptimizerConfig(args.optimizer, learning_rate=1.0 if args.optimizer == "adadelta" else 0.001)
+    given = {field: getattr(args, flag) for flag, field in _OPTIMIZER_FLAGS.items() if getattr(args, flag) is not None}
+    optimizer = replace(optimizer, **given)
+    run = {flag: getattr(args, flag) for flag in _RUN_FLAGS if getattr(args, flag) is not None}
+    return replace(base, backend=args.backend, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
+                   seed=args.seed, limit=args.limit, max_batches=args.max_batches, optimizer=optimizer,
+                   data_dir=args.data_dir, **run)
 
 
 def retain_freed_memory_for(models: list[str]) -> bool:
@@ -288,16 +327,23 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ["JAX_PLATFORMS"] = "cpu"
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
     config = config_from_args(args)
-    out = args.out or Path("runs") / f"{config.dataset}-{config.model}-{config.backend}-s{config.seed}"
+    out = args.out or Path("runs") / f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
     try:
         summary = train(config, out, resume=args.resume)
     except DivergenceError as error:
         sys.exit(f"error: {error}")
-    print(f"\n{summary['model']} on {summary['dataset']} ({summary['backend']}, {summary['device']}): "
-          f"test accuracy {100 * summary['test_acc']:.2f}% at epoch {summary['epoch_chosen_on_val']} "
-          f"(chosen on validation); best test over epochs {100 * summary['best_test_acc_thesis_protocol']:.2f}% "
-          f"(thesis protocol); results in {out}")
+    print(f"\n{result_line(summary)}; results in {out}")
     return summary
+
+
+def result_line(summary: dict) -> str:
+    """One line: the test accuracy at the epoch chosen on validation (if any) and the best test epoch's."""
+    chosen = ("no validation holdout" if summary["test_acc"] is None else
+              f"test accuracy {100 * summary['test_acc']:.2f}% at epoch {summary['epoch_chosen_on_val']} (chosen on "
+              "validation)")
+    return (f"{summary['model']} on {summary['dataset']} ({summary['backend']}, {summary['device']}, recipe "
+            f"{summary['recipe']}): {chosen}; best test over epochs {100 * summary['best_test_acc_thesis_protocol']:.2f}% "
+            f"at epoch {summary['best_test_epoch_thesis_protocol']} (thesis protocol)")
 
 
 if __name__ == "__main__":

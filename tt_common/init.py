@@ -29,6 +29,8 @@ __all__ = [
     "named_initializer",
     "core_std",
     "target_variance",
+    "thesis_bias_bound",
+    "thesis_core_bounds",
 ]
 
 FanMode = Literal["fan_in", "fan_out", "fan_avg"]
@@ -101,3 +103,28 @@ def named_initializer(name: str, variance_scaling: Callable[..., Any]) -> Callab
     initializer.__name__ = initializer.__qualname__ = name
     initializer.__doc__ = f"Cores whose dense matrix has the variance of ``{name}``: ``{scale:g} / {mode}``, {distribution} cores."
     return initializer
+
+
+def thesis_core_bounds(shape: TTMatrixShape) -> tuple[float, ...]:
+    """Uniform bounds of the thesis's per-core init: ``1 / sqrt(r_{k-1} r_k n_k)`` for core ``k``.
+
+    The thesis stores core ``k`` as ``(m_k, r_{k-1}, r_k, n_k)`` and draws it with torch's
+    ``kaiming_uniform_(a=sqrt(5))``, that is ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` with torch's fan-in of a
+    4-D tensor, ``size(1) * size(2) * size(3) = r_{k-1} r_k n_k``. Unlike :func:`core_std`, this ignores the
+    product: ``W`` gets a variance far below ``1 / M`` (thousands of times smaller in std on the thesis's
+    ``784 -> 262144`` layer), which batch norm after the layer turns into a large effective learning rate.
+
+    >>> thesis_core_bounds(TTMatrixShape.create((2, 2), (4, 4), 2))
+    (0.35355339059327373, 0.35355339059327373)
+    """
+    r, n = shape.ranks, shape.out_modes
+    return tuple(1.0 / math.sqrt(r[k] * r[k + 1] * n[k]) for k in range(shape.d))
+
+
+def thesis_bias_bound(shape: TTMatrixShape) -> float:
+    """Uniform bound of the thesis's TT bias: ``1 / sqrt(fan_in)`` of its first core, ``1 / sqrt(r_1 n_1)``.
+
+    >>> thesis_bias_bound(TTMatrixShape.create((2, 2), (4, 4), 2))
+    0.35355339059327373
+    """
+    return thesis_core_bounds(shape)[0]

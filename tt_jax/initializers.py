@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from tt_common.init import (
     TRUNCATED_NORMAL_STD,
@@ -28,6 +29,8 @@ from tt_common.init import (
     named_initializer,
     core_std,
     target_variance,
+    thesis_bias_bound,
+    thesis_core_bounds,
 )
 from tt_common.shapes import TTMatrixShape
 
@@ -39,6 +42,8 @@ __all__ = [
     "he_uniform",
     "lecun_normal",
     "lecun_uniform",
+    "thesis_bias",
+    "thesis_per_core",
     "variance_scaling",
 ]
 
@@ -75,3 +80,41 @@ he_normal = named_initializer("he_normal", variance_scaling)
 he_uniform = named_initializer("he_uniform", variance_scaling)
 lecun_normal = named_initializer("lecun_normal", variance_scaling)  # Flax's default kernel variance 1 / M (nn.Linear's is 1 / (3 M))
 lecun_uniform = named_initializer("lecun_uniform", variance_scaling)
+
+
+def thesis_per_core() -> CoresInitializer:
+    """The thesis's per-core init: core ``k`` uniform on ``±1 / sqrt(r_{k-1} r_k n_k)``, each core on its own.
+
+    Not a variance-exact rule: it reproduces the thesis's code (``kaiming_uniform_(a=sqrt(5))`` on each core,
+    see :func:`tt_common.init.thesis_core_bounds`), which gives ``W`` a tiny scale. Before batch norm that acts
+    as a large effective learning rate; use it to reproduce the thesis, not as a default.
+
+    >>> import jax
+    >>> from tt_common import TTMatrixShape
+    >>> cores = thesis_per_core()(jax.random.key(0), TTMatrixShape.create((2, 2), (4, 4), 2))
+    >>> [float(abs(c).max()) <= 8 ** -0.5 for c in cores]
+    [True, True]
+    """
+
+    def init(key: jax.Array, shape: TTMatrixShape, dtype=jnp.float32) -> tuple[jax.Array, ...]:
+        keys = jax.random.split(key, shape.d)
+        return tuple(jax.random.uniform(k, s, dtype, -b, b)
+                     for k, s, b in zip(keys, shape.core_shapes, thesis_core_bounds(shape)))
+
+    return init
+
+
+def thesis_bias(shape: TTMatrixShape) -> nnx.Initializer:
+    """The thesis's TT bias init for a layer of ``shape``: uniform on ``±1 / sqrt(r_1 n_1)``.
+
+    >>> import jax
+    >>> from tt_common import TTMatrixShape
+    >>> thesis_bias(TTMatrixShape.create((2, 2), (4, 4), 2))(jax.random.key(0), (16,)).shape
+    (16,)
+    """
+    bound = thesis_bias_bound(shape)
+
+    def init(key: jax.Array, size: tuple[int, ...], dtype=jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, size, dtype, -bound, bound)
+
+    return init

@@ -32,6 +32,8 @@ from tt_common.init import (
     named_initializer,
     core_std,
     target_variance,
+    thesis_bias_bound,
+    thesis_core_bounds,
 )
 from tt_common.shapes import TTMatrixShape
 
@@ -43,7 +45,11 @@ __all__ = [
     "he_normal",
     "he_uniform",
     "lecun_normal",
+    "ThesisBias",
+    "ThesisPerCore",
     "lecun_uniform",
+    "thesis_bias",
+    "thesis_per_core",
     "variance_scaling",
 ]
 
@@ -111,3 +117,60 @@ he_normal = named_initializer("he_normal", variance_scaling)
 he_uniform = named_initializer("he_uniform", variance_scaling)
 lecun_normal = named_initializer("lecun_normal", variance_scaling)  # Flax's default kernel variance 1 / M (nn.Linear's is 1 / (3 M))
 lecun_uniform = named_initializer("lecun_uniform", variance_scaling)
+
+
+@dataclass(frozen=True)
+class ThesisPerCore:
+    """The thesis's per-core init (picklable); build it with :func:`thesis_per_core`."""
+
+    def __call__(
+        self,
+        generator: torch.Generator | None,
+        shape: TTMatrixShape,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> tuple[torch.Tensor, ...]:
+        cores = []
+        for s, bound in zip(shape.core_shapes, thesis_core_bounds(shape)):
+            core = torch.empty(s, dtype=dtype, device=device)
+            with torch.no_grad():
+                cores.append(core.uniform_(-bound, bound, generator=generator))
+        return tuple(cores)
+
+
+def thesis_per_core() -> CoresInitializer:
+    """The thesis's per-core init: core ``k`` uniform on ``±1 / sqrt(r_{k-1} r_k n_k)``, each core on its own.
+
+    The thesis's code calls ``kaiming_uniform_(a=sqrt(5))`` on each core in its ``(m, r, r, n)`` layout (see
+    :func:`tt_common.init.thesis_core_bounds`); the same distribution, drawn in our layout. Not a
+    variance-exact rule: ``W`` gets a tiny scale, which batch norm after the layer turns into a large effective
+    learning rate. Use it to reproduce the thesis, not as a default.
+
+    >>> import torch
+    >>> from tt_common import TTMatrixShape
+    >>> cores = thesis_per_core()(torch.Generator().manual_seed(0), TTMatrixShape.create((2, 2), (4, 4), 2))
+    >>> [bool(c.abs().max() <= 8 ** -0.5) for c in cores]
+    [True, True]
+    """
+    return ThesisPerCore()
+
+
+@dataclass(frozen=True)
+class ThesisBias:
+    """Fills a bias uniformly on ``±bound`` in place (picklable); build it with :func:`thesis_bias`."""
+
+    bound: float
+
+    def __call__(self, bias: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return bias.uniform_(-self.bound, self.bound)
+
+
+def thesis_bias(shape: TTMatrixShape) -> ThesisBias:
+    """The thesis's TT bias init for a layer of ``shape``: uniform on ``±1 / sqrt(r_1 n_1)``, as ``bias_init``.
+
+    >>> from tt_common import TTMatrixShape
+    >>> thesis_bias(TTMatrixShape.create((2, 2), (4, 4), 2))
+    ThesisBias(bound=0.35355339059327373)
+    """
+    return ThesisBias(thesis_bias_bound(shape))
