@@ -184,17 +184,17 @@ def tt_tt(rank: int = 4, d: int = 5) -> tuple[TT, TT]:
 def _thesis() -> list[Network]:
     m, c = "mnist", "cifar10"
     return [
-        Network("fc-fc", m, (Dense(784, 262144), Dense(262144, 10)), thesis_params=208_928_798,
+        Network("fc-fc", m, (Dense(784, 262144), Dense(262144, 10)), thesis_params=208_928_798, thesis_accuracy=98.38,
                 description="784 -> 262144 -> 10, dense"),
-        Network("tt-tt", m, (TT1, TT2), thesis_params=791_294,
+        Network("tt-tt", m, (TT1, TT2), thesis_params=791_294, thesis_accuracy=98.59,
                 description="TT 784 (2,2,7,4,7) -> 262144 (8,16,16,16,8) r4, TT -> 10 (5,2,1,1,1) r4"),
-        Network("tt-fc", m, (TT1, Dense(262144, 10)), thesis_params=3_411_518,
+        Network("tt-fc", m, (TT1, Dense(262144, 10)), thesis_params=3_411_518, thesis_accuracy=98.71,
                 description="TT 784 -> 262144 r4, dense 262144 -> 10"),
-        Network("fc-fc-fc", m, (Dense(784, 4096), Dense(4096, 2048), Dense(2048, 10)), thesis_params=11_638_814,
+        Network("fc-fc-fc", m, (Dense(784, 4096), Dense(4096, 2048), Dense(2048, 10)), thesis_params=11_638_814, thesis_accuracy=98.34,
                 description="784 -> 4096 -> 2048 -> 10, dense"),
-        Network("tt-tt-tt", m, (TT3_1, TT3_2, TT3_3), thesis_params=30_574,
+        Network("tt-tt-tt", m, (TT3_1, TT3_2, TT3_3), thesis_params=30_574, thesis_accuracy=98.21,
                 description="TT 784 (2,2,7,4,7) -> 4096 (4,8,4,8,4) r8 -> 2048 (8,2,4,8,4) r8 -> 10 (5,2,1,1,1) r4"),
-        Network("tt-tt-fc", m, (TT3_1, TT3_2, Dense(2048, 10)), thesis_params=50_622,
+        Network("tt-tt-fc", m, (TT3_1, TT3_2, Dense(2048, 10)), thesis_params=50_622, thesis_accuracy=98.53,
                 description="TT 784 -> 4096 r8 -> 2048 r8 (as tt-tt-tt), dense 2048 -> 10"),
         Network("cifar-fc", c, (Dense(3072, 4096), Dense(4096, 4096), Dense(4096, 1024), Dense(1024, 10)),
                 thesis_accuracy=59.2, description="3072 -> 4096 -> 4096 -> 1024 -> 10, dense"),
