@@ -36,7 +36,8 @@ def test_a_run_planned_by_several_studies_is_trained_once_and_shown_in_each(tmp_
 
     home = tmp_path / "mnist-table" / "tt-tt-torch"
     assert dirs(lambda c: c.model == "tt-tt" and c.optimizer.name == "sgd" and c.recipe == "ours") == {home}
-    assert dirs(lambda c: c.optimizer.name == "adam") == {tmp_path / "optimizers" / "tt-tt-adam-torch"}
+    assert dirs(lambda c: c.optimizer.name == "adam" and c.recipe == "ours") == {
+        tmp_path / "optimizers" / "tt-tt-adam-torch"}
     assert dirs(lambda c: c.model == "tt-tt-r8") == {tmp_path / "ranks" / "tt-tt-r8-torch"}
     home.mkdir(parents=True)
     (home / "summary.json").write_text(json.dumps({
@@ -81,7 +82,7 @@ def test_report_plots_each_study_with_metrics_and_links_the_plot(tmp_path) -> No
     for backend in ("jax", "torch"):
         run = results / "mnist-table" / f"tt-tt-tt-{backend}"
         run.mkdir(parents=True)
-        rows = [{"epoch": e, "train_loss": 1.0 / e, "val_acc": 0.9 + e / 100} for e in (1, 2, 3)]
+        rows = [{"epoch": e, "train_loss": 1.0 / e, "val_acc": 0.9 + e / 100, "test_acc": 0.9} for e in (1, 2, 3)]
         (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert set(report.study_curves(STUDIES["mnist-table"], results)) == {("tt-tt-tt", "jax"), ("tt-tt-tt", "torch")}
     report.main(["--results", str(results), "--output", str(output)])
