@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tt_common import TTMatrixShape
-from tt_common.init import TRUNCATED_NORMAL_STD
+from tt_common.init import TRUNCATED_NORMAL_STD, thesis_bias_bound, thesis_core_bounds, thesis_kernel_variance
 from tt_common.reference import tt_to_dense
 from tt_torch import TTLinear, initializers
 
@@ -72,3 +72,26 @@ def test_initializers_validate_and_pickle() -> None:
     assert pickle.loads(pickle.dumps(init)) == init
     cores = init(None, SHAPE, torch.float16, "meta")
     assert [tuple(c.shape) for c in cores] == list(SHAPE.core_shapes) and cores[0].dtype == torch.float16
+
+
+def test_thesis_per_core_init_draws_each_core_on_its_own_bounds() -> None:
+    """Each core is uniform on ±1/sqrt(r_{k-1} r_k n_k), so W has thesis_kernel_variance, not 1 / M."""
+    generator = torch.Generator().manual_seed(3)
+    init = initializers.thesis_per_core()
+    bounds = thesis_core_bounds(SHAPE)
+    cores = init(generator, SHAPE, torch.float64)
+    for core, bound in zip(cores, bounds):
+        assert float(core.abs().max()) <= bound and float(core.abs().max()) > 0.95 * bound
+    per_draw = np.array([np.mean(tt_to_dense([c.numpy() for c in init(generator, SHAPE, torch.float64)]) ** 2)
+                         for _ in range(DRAWS)])
+    variance, sem = thesis_kernel_variance(SHAPE), per_draw.std(ddof=1) / np.sqrt(DRAWS)
+    assert abs(per_draw.mean() - variance) < 4 * sem and variance < 0.05 / 512  # 54x below LeCun's 1 / M here (std 7x)
+    assert pickle.loads(pickle.dumps(init)) == init
+
+
+def test_thesis_bias_is_uniform_on_the_first_cores_bound() -> None:
+    layer = TTLinear((8, 8, 8), (4, 4, 4), 4, cores_init=initializers.thesis_per_core(),
+                     bias_init=initializers.thesis_bias(SHAPE), dtype=torch.float64)
+    bound = thesis_bias_bound(SHAPE)
+    assert bound == 1 / np.sqrt(4 * 4)  # r_0 r_1 n_1 = 1 * 4 * 4
+    assert float(layer.bias.detach().abs().max()) <= bound and float(layer.bias.detach().abs().max()) > 0.5 * bound
