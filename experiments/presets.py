@@ -39,7 +39,7 @@ from dataclasses import dataclass, replace
 from tt_common.contraction import choose_direction, layer_plan
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["Dense", "Network", "PRESETS", "TT", "get_preset"]
+__all__ = ["Dense", "Network", "PRESETS", "TT", "get_preset", "thesis_network"]
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,7 @@ class Network:
     thesis_params: int | None = None
     thesis_accuracy: float | None = None  # percent, best epoch picked on test (thesis protocol)
     description: str = ""
+    based_on: str | None = None  # the thesis network this one varies (the -improved variants)
 
     def __post_init__(self) -> None:
         for k in range(1, len(self.layers)):
@@ -211,7 +212,7 @@ def _thesis() -> list[Network]:
 
 def _improved(net: Network) -> Network:
     return replace(net, name=f"{net.name}-improved", relu_after_last=False, thesis_params=None,
-                   thesis_accuracy=None, description=f"{net.description}; no ReLU after the last batch norm")
+                   thesis_accuracy=None, based_on=net.name, description=f"{net.description}; no ReLU after the last batch norm")
 
 
 def _sweeps() -> list[Network]:
@@ -231,6 +232,16 @@ def _sweeps() -> list[Network]:
 _THESIS = _thesis()
 PRESETS: dict[str, Network] = {n.name: n for n in [*_THESIS, *map(_improved, _THESIS), *_sweeps()]}
 THESIS_NAMES: tuple[str, ...] = tuple(n.name for n in _THESIS)
+
+
+def thesis_network(spec: Network) -> Network | None:
+    """The thesis network that ``spec`` is or varies, if it has a thesis figure to compare with.
+
+    >>> thesis_network(get_preset("tt-tt-tt-improved")).thesis_accuracy, thesis_network(get_preset("tt-tt-r8"))
+    (98.21, None)
+    """
+    base = get_preset(spec.based_on) if spec.based_on else spec
+    return base if base.thesis_accuracy is not None else None
 
 
 def get_preset(name: str) -> Network:

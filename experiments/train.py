@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches
 from experiments.optim import OPTIMIZERS, OptimizerConfig
-from experiments.presets import PRESETS, get_preset
+from experiments.presets import PRESETS, get_preset, thesis_network
 from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, recipe_config
 from tt_common.machine import cpu_model, cpu_vector_extension
 from tt_common.memory import retain_freed_memory, retained
@@ -333,6 +333,8 @@ def main(argv: list[str] | None = None) -> dict:
     except DivergenceError as error:
         sys.exit(f"error: {error}")
     print(f"\n{result_line(summary)}; results in {out}")
+    if (line := thesis_line(summary)) is not None:
+        print(line)
     return summary
 
 
@@ -344,6 +346,18 @@ def result_line(summary: dict) -> str:
     return (f"{summary['model']} on {summary['dataset']} ({summary['backend']}, {summary['device']}, recipe "
             f"{summary['recipe']}): {chosen}; best test over epochs {100 * summary['best_test_acc_thesis_protocol']:.2f}% "
             f"at epoch {summary['best_test_epoch_thesis_protocol']} (thesis protocol)")
+
+
+def thesis_line(summary: dict) -> str | None:
+    """How the run compares with the thesis's figure for its network (or the network it varies), if any."""
+    spec = get_preset(summary["model"])
+    base = thesis_network(spec)
+    if base is None:
+        return None
+    ours = summary["test_acc"] if summary["test_acc"] is not None else summary["best_test_acc_thesis_protocol"]
+    protocol = "chosen on validation" if summary["test_acc"] is not None else "best test epoch"
+    return (f"thesis: {base.name} {base.thesis_accuracy:.2f}% (best test epoch) with {base.thesis_params or base.param_count():,} "
+            f"parameters; this run: {100 * ours:.2f}% ({protocol}) with {summary['params']:,} parameters")
 
 
 if __name__ == "__main__":
