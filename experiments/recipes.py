@@ -36,7 +36,7 @@ from typing import Literal
 
 from experiments.optim import OptimizerConfig
 
-__all__ = ["DENSE_INITS", "RECIPES", "Recipe", "TT_INITS", "check_inits", "get_recipe", "recipe_config"]
+__all__ = ["DENSE_INITS", "RECIPES", "TT_INITS", "Recipe", "check_inits", "get_recipe", "recipe_config"]
 
 TT_INITS = ("lecun", "thesis")  # tt_*.initializers.lecun_normal / thesis_per_core (+ thesis_bias)
 DENSE_INITS = ("lecun", "torch")  # nnx.Linear's default (LeCun normal, zero bias) / nn.Linear's default

@@ -101,9 +101,9 @@ def _cell(study: Study, name: str, backend: str, results: Path, figure: str) -> 
 def thesis_table(results: Path = RESULTS_DIR) -> list[str]:
     """Markdown lines: each thesis network, the thesis's figure, and ours under each recipe, per backend."""
     lines = [
-        "| network | params | thesis (best test epoch) | backend | ours: our recipe, val / best test | thesis recipe "
-        "(momentum 0.8), best test | thesis recipe, momentum 0.9, best test | thesis recipe + holdout, val / best "
-        "test | improved recipe, val |",
+        ("| network | params | thesis (best test epoch) | backend | ours: our recipe, val / best test | thesis recipe "
+         "(momentum 0.8), best test | thesis recipe, momentum 0.9, best test | thesis recipe + holdout, val / best "
+         "test | improved recipe, val |"),
         "|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for dataset, table, thesis, improved in (("mnist", "mnist-table", "thesis-mnist", "improved-mnist"),
@@ -113,12 +113,12 @@ def thesis_table(results: Path = RESULTS_DIR) -> list[str]:
             thesis_acc = "—" if spec.thesis_accuracy is None else f"{spec.thesis_accuracy:.2f}"
             for backend in BACKENDS:
                 cells = [
-                    f"{_cell(STUDIES[table], model, backend, results, 'val')} / "
-                    f"{_cell(STUDIES[table], model, backend, results, 'best')}",
+                    (f"{_cell(STUDIES[table], model, backend, results, 'val')} / "
+                     f"{_cell(STUDIES[table], model, backend, results, 'best')}"),
                     _cell(STUDIES[thesis], model, backend, results, "best"),
                     _cell(STUDIES[thesis], f"{model}-m0.9", backend, results, "best") if dataset == "mnist" else "—",
-                    f"{_cell(STUDIES[thesis], f'{model}-val', backend, results, 'val')} / "
-                    f"{_cell(STUDIES[thesis], f'{model}-val', backend, results, 'best')}",
+                    (f"{_cell(STUDIES[thesis], f'{model}-val', backend, results, 'val')} / "
+                     f"{_cell(STUDIES[thesis], f'{model}-val', backend, results, 'best')}"),
                     _cell(STUDIES[improved], f"{model}-improved", backend, results, "val"),
                 ]
                 lines.append(f"| {model} | {spec.param_count():,} | {thesis_acc} | {backend} | {' | '.join(cells)} |")
@@ -140,8 +140,8 @@ def ablation_table(study: Study, results: Path = RESULTS_DIR) -> list[str]:
     """Markdown lines: per network and factor, per backend, the mean ± sd over seeds of each figure and the
     change of the mean best test accuracy against our recipe (``-ours``) of the same network and backend."""
     lines = [
-        "| network | change from our recipe | backend | test at epoch chosen on val | best test (thesis protocol) "
-        "| final test | Δ best test vs ours (points) | runs |",
+        ("| network | change from our recipe | backend | test at epoch chosen on val | best test (thesis protocol) "
+         "| final test | Δ best test vs ours (points) | runs |"),
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     groups = _groups(study)

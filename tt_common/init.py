@@ -21,13 +21,13 @@ from tt_common.shapes import TTMatrixShape
 
 __all__ = [
     "DISTRIBUTIONS",
-    "Distribution",
-    "FanMode",
     "NAMED_INITIALIZERS",
     "TRUNCATED_NORMAL_STD",
+    "Distribution",
+    "FanMode",
     "check_distribution",
-    "named_initializer",
     "core_std",
+    "named_initializer",
     "target_variance",
     "thesis_bias_bound",
     "thesis_core_bounds",
