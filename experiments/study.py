@@ -6,7 +6,7 @@
 
 Runs go one after the other into ``experiments/results/<study>/<run>-<backend>/``. A run whose ``summary.json``
 shows all its epochs is skipped; a run with a checkpoint (killed earlier) is resumed from it with identical
-results; a run that diverges is recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or
+results; a run folder without a checkpoint is trained anew, replacing what it holds; a run that diverges is recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or
 lengthens) every run, e.g. to give ``fc-fc`` only what fits; the summary records epochs run and planned.
 Afterwards, ``python -m experiments.report`` regenerates ``experiments/RESULTS.md``.
 """
@@ -51,7 +51,7 @@ def run_study(study: Study, backend: str, *, only: list[str] | None = None, epoc
     """
     overrides = {k: v for k, v in (("epochs", epochs), ("limit", limit), ("max_batches", max_batches))
                  if v is not None}
-    configs = [replace(config, **overrides) for config in selected_runs(study, backend, only)]
+    configs = [replace(config, **overrides).check() for config in selected_runs(study, backend, only)]
     statuses = []
     for config in configs:
         out = run_dir(study, config, results)

@@ -75,10 +75,13 @@ class RunConfig:
     normalize: bool = True  # standardise inputs; False: raw [0, 1] pixels
     label_smoothing: float = 0.0
 
-    def __post_init__(self) -> None:
-        """Every field is checked here, before any data is loaded or model built; errors name field and flag.
+    def check(self) -> RunConfig:
+        """Returns ``self`` if every field is valid, else a ``ValueError`` names the field and its flag.
 
-        >>> RunConfig(batch_size=0)
+        :func:`train` and the CLIs call it before any data is loaded or model built. (Not in ``__post_init__``:
+        :mod:`experiments.studies` compares configurations with placeholder fields.)
+
+        >>> RunConfig(batch_size=0).check()
         Traceback (most recent call last):
         ...
         ValueError: batch_size (--batch-size) must be a positive integer, got 0
@@ -94,6 +97,7 @@ class RunConfig:
         if spec.dataset != self.dataset:
             raise ValueError(f"model {self.model!r} (--model) is a {spec.dataset} network, not for "
                              f"--dataset {self.dataset}")
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -390,6 +394,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool
     if progress is None:
         from tqdm.auto import tqdm as progress
     out = Path(out)
+    config.check()
     saved = _check_out(out, config, resume=resume, overwrite=overwrite)
     created = _make_out(out)
     try:
@@ -490,7 +495,9 @@ _RUN_FLAGS = ("epochs", "val_size", "tt_init", "dense_init", "normalize", "label
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The recipe's configuration for the model, with every flag the user gave replacing the recipe's value."""
+    """The recipe's configuration for the model, with every flag the user gave replacing the recipe's value.
+
+    Checked (:meth:`RunConfig.check`): a ``ValueError`` names a bad flag."""
     base = recipe_config(args.recipe, args.dataset, args.model)
     optimizer = base.optimizer
     if args.optimizer is not None and args.optimizer != optimizer.name:  # another optimizer: its usual settings
@@ -500,7 +507,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     run = {flag: getattr(args, flag) for flag in _RUN_FLAGS if getattr(args, flag) is not None}
     return replace(base, backend=args.backend, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
                    seed=args.seed, limit=args.limit, max_batches=args.max_batches, optimizer=optimizer,
-                   data_dir=args.data_dir, **run)
+                   data_dir=args.data_dir, **run).check()
 
 
 def retain_freed_memory_for(models: list[str]) -> bool:
