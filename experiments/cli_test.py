@@ -100,7 +100,8 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_and_touches_nothing(wo
     before = _files(run)
     line = _error(_train(world, "--epochs", "1", out=run))
     assert line.startswith(f"error: {run} holds a run (config.json, metrics.jsonl, summary.json, curves.png, ")
-    assert f"continue it with --resume, replace it with --overwrite, or write elsewhere with --out (e.g. --out {run}-2)" in line
+    assert f"continue it with --resume, replace it with --overwrite, or write elsewhere with --out (e.g. --out {run}-2)" \
+        in line
     assert _files(run) == before
 
 
@@ -109,6 +110,9 @@ def test_a_rerun_that_fails_leaves_the_run_as_it_was(world, tmp_path) -> None:
     before = _files(run)
     line = _error(_train(world, "--batch-size", "0", "--overwrite", out=run))
     assert line == "error: batch_size (--batch-size) must be a positive integer, got 0"
+    assert _files(run) == before
+    # a replacement that fails later (here on the data, bad checksums) leaves the old run whole too
+    assert "bad checksum" in _error(_train(world, "--overwrite", out=run, sums=False))
     assert _files(run) == before
 
 
@@ -197,7 +201,8 @@ def test_an_old_pickle_checkpoint_is_refused_without_unpickling_it(world, tmp_pa
         (["--epochs", "0"], "epochs (--epochs) must be a positive integer, got 0"),
         (["--max-batches", "0"], "max_batches (--max-batches) must be a positive integer or None (every batch), got 0"),
         (["--limit", "0"], "limit (--limit) must be a positive integer or None (all examples), got 0"),
-        (["--val-size", "-1"], "val_size (--val-size) must be a non-negative integer (0: no validation holdout), got -1"),
+        (["--val-size", "-1"],
+         "val_size (--val-size) must be a non-negative integer (0: no validation holdout), got -1"),
         (["--lr", "-1"], "learning_rate (--lr) must be a positive finite number, got -1.0"),
         (["--momentum", "1.5"], "momentum (--momentum) must be a number in [0, 1), got 1.5"),
         (["--label-smoothing", "1"], "label_smoothing (--label-smoothing) must be a number in [0, 1), got 1.0"),

@@ -6,8 +6,9 @@
 
 Runs go one after the other into ``experiments/results/<study>/<run>-<backend>/``. A run whose ``summary.json``
 shows all its epochs is skipped; a run with a checkpoint (killed earlier) is resumed from it with identical
-results; a run folder without a checkpoint is trained anew, replacing what it holds; a run that diverges is recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or
-lengthens) every run, e.g. to give ``fc-fc`` only what fits; the summary records epochs run and planned.
+results; a run folder without a checkpoint is trained anew, replacing what it holds; a run that diverges is
+recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or lengthens) every run, e.g. to give
+``fc-fc`` only what fits; the summary records epochs run and planned.
 Afterwards, ``python -m experiments.report`` regenerates ``experiments/RESULTS.md``.
 """
 

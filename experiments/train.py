@@ -286,7 +286,8 @@ def config_differences(saved: dict, current: dict) -> list[str]:
         old, new = a.get(key, absent), b.get(key, absent)
         if old != new:
             show = ["(not set)" if v is absent else repr(v) for v in (old, new)]
-            differences.append(f"{named(key, flag(key.rpartition('.')[2]))}: {show[0]} in the checkpoint, {show[1]} now")
+            name = named(key, flag(key.rpartition(".")[2]))
+            differences.append(f"{name}: {show[0]} in the checkpoint, {show[1]} now")
     return differences
 
 
@@ -527,7 +528,8 @@ def main(argv: list[str] | None = None) -> dict:
         if args.device == "cpu":
             os.environ["JAX_PLATFORMS"] = "cpu"
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        out = args.out or Path("runs") / f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
+        default = f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
+        out = args.out or Path("runs") / default
         summary = train(config, out, resume=args.resume, overwrite=args.overwrite)
     print(f"\n{result_line(summary)}; results in {out}")
     return summary

@@ -135,3 +135,22 @@ def test_models_agree_across_backends_after_transfer() -> None:
     got = torch_model(torch.from_numpy(x)).detach().numpy()
     # float32: three layers of float32 rounding, relative to the output scale.
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_load_model_moves_a_run_to_either_framework(runs) -> None:
+    import jax.numpy as jnp
+    import torch
+
+    import experiments
+
+    backend, summary, straight, _ = runs
+    data = load_dataset("mnist", limit=LIMIT, val_size=1000)
+    batches = np.split(data.x_test, 2)  # the run's evaluation batches of 500
+    models = {b: experiments.load_model(straight, backend=b, which="best-val") for b in ("jax", "torch")}
+    with torch.no_grad():
+        logits = {"torch": np.concatenate([models["torch"](torch.from_numpy(x)).numpy() for x in batches]),
+                  "jax": np.concatenate([np.asarray(models["jax"](jnp.asarray(x))) for x in batches])}
+    assert np.mean(logits[backend].argmax(-1) == data.y_test) == summary["test_acc"]  # the run's own framework
+    want = logits[backend]
+    other = logits["torch" if backend == "jax" else "jax"]
+    np.testing.assert_allclose(other, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())  # float32 rounding only
