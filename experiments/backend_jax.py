@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import pickle
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +51,45 @@ def _eval_step(model, x, y):
     return loss * x.shape[0], correct
 
 
+def _is_key(leaf) -> bool:
+    return jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
+    """A nested dict of arrays as ``{"0/layers/1/mean": array, ...}``; a typed PRNG key as its raw key data."""
+    flat = {}
+    for name, value in tree.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, key + "/"))
+        else:
+            flat[key] = np.asarray(jax.random.key_data(value) if _is_key(value) else value)
+    return flat
+
+
+def _unflatten_like(template: dict, flat: dict[str, np.ndarray], prefix: str = "") -> dict:
+    """The inverse of :func:`_flatten` into the structure (and PRNG-key types) of ``template``."""
+    if not prefix:
+        expected = set(_flatten(template))
+        if expected != set(flat):
+            missing, unexpected = sorted(expected - set(flat)), sorted(set(flat) - expected)
+            raise ValueError(f"the saved state does not fit this model: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
+    tree = {}
+    for name, value in template.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            tree[name] = _unflatten_like(value, flat, key + "/")
+            continue
+        array = flat[key]
+        want = jax.random.key_data(value) if _is_key(value) else value
+        if array.shape != want.shape or array.dtype != want.dtype:
+            raise ValueError(f"saved state {key!r} is {array.dtype}{list(array.shape)}, "
+                             f"the model's {want.dtype}{list(want.shape)}")
+        tree[name] = jax.random.wrap_key_data(array, impl=jax.random.key_impl(value)) if _is_key(value) else array
+    return tree
+
+
 class JaxBackend:
     """Trains one :class:`experiments.presets.Network` with JAX (GPU when JAX has one)."""
 
@@ -93,13 +131,15 @@ class JaxBackend:
             total_loss, correct, count = total_loss + float(loss), correct + int(right), count + len(y)
         return total_loss / count, correct / count
 
-    def state(self) -> bytes:
-        """Everything a resumed run needs: parameters, batch-norm statistics, optimizer and RNG state."""
-        return pickle.dumps(jax.device_get(nnx.to_pure_dict(nnx.state((self.model, self.optimizer)))))
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything a resumed run needs (parameters, batch-norm statistics, optimizer and RNG state) as named
+        NumPy arrays, and the state that is not arrays as JSON (none in JAX)."""
+        return _flatten(jax.device_get(nnx.to_pure_dict(nnx.state((self.model, self.optimizer))))), {}
 
-    def load_state(self, blob: bytes) -> None:
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restores :meth:`state`; a ``ValueError`` names a missing, unexpected or mis-shaped array."""
         state = nnx.state((self.model, self.optimizer))
-        nnx.replace_by_pure_dict(state, pickle.loads(blob))
+        nnx.replace_by_pure_dict(state, _unflatten_like(nnx.to_pure_dict(state), arrays))
         nnx.update((self.model, self.optimizer), state)
 
     def parameters(self) -> dict[str, np.ndarray]:

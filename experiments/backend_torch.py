@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -80,22 +78,51 @@ class TorchBackend:
             count += len(y)
         return total_loss / count, correct / count
 
-    def state(self) -> bytes:
-        """Everything a resumed run needs: parameters, batch-norm statistics, optimizer and RNG state."""
-        buffer = io.BytesIO()
-        rng = {"cpu": torch.get_rng_state()}
+    def state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """Everything a resumed run needs (parameters, batch-norm statistics, optimizer and RNG state) as named
+        NumPy arrays (views: save them before the next step), and the rest as JSON (the parameter groups)."""
+        arrays = {f"model/{k}": v.detach().cpu().numpy() for k, v in self.model.state_dict().items()}
+        optimizer = self.optimizer.state_dict()
+        values: dict[str, dict] = {}  # non-tensor entries of the optimizer's per-parameter state
+        for index, entries in optimizer["state"].items():
+            for name, value in entries.items():
+                if isinstance(value, torch.Tensor):
+                    arrays[f"optimizer/{index}/{name}"] = value.detach().cpu().numpy()
+                else:
+                    values.setdefault(str(index), {})[name] = value
+        arrays["rng/cpu"] = torch.get_rng_state().numpy()
         if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "rng": rng}, buffer)
-        return buffer.getvalue()
+            arrays.update({f"rng/cuda/{i}": s.numpy() for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        return arrays, {"param_groups": optimizer["param_groups"], "optimizer_values": values}
 
-    def load_state(self, blob: bytes) -> None:
-        state = torch.load(io.BytesIO(blob), map_location=self._device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"]["cpu"])
-        if "cuda" in state["rng"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
+        """Restores :meth:`state`; a ``ValueError`` says what does not fit this model."""
+        tensors = {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}  # writable copies
+        model = {k.removeprefix("model/"): v for k, v in tensors.items() if k.startswith("model/")}
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer/"):
+                _, index, name = key.split("/", 2)
+                state.setdefault(int(index), {})[name] = value
+        for index, entries in meta["optimizer_values"].items():
+            state.setdefault(int(index), {}).update(entries)
+        try:
+            self.model.load_state_dict(model)
+            self.optimizer.load_state_dict({"state": state, "param_groups": self._groups(meta["param_groups"])})
+        except (RuntimeError, KeyError) as error:
+            raise ValueError(f"the saved state does not fit this model: {error}") from None
+        torch.set_rng_state(tensors["rng/cpu"])
+        cuda = [tensors[f"rng/cuda/{i}"] for i in range(sum(k.startswith("rng/cuda/") for k in tensors))]
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+
+    def _groups(self, saved: list[dict]) -> list[dict]:
+        """The saved parameter groups, with the tuples that JSON made lists (Adam's betas) tuples again."""
+        current = self.optimizer.state_dict()["param_groups"]
+        if len(saved) != len(current):
+            raise ValueError(f"the saved state has {len(saved)} parameter groups, this optimizer {len(current)}")
+        return [{k: tuple(v) if isinstance(now.get(k), tuple) else v for k, v in group.items()}
+                for group, now in zip(saved, current)]
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The weights in the neutral naming of :mod:`tt_common.transfer`."""

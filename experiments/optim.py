@@ -20,15 +20,47 @@ SGD(learning_rate=0.1, momentum=0.9)
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 from tt_common import conventions
 
-__all__ = ["OPTIMIZERS", "OptimizerConfig"]
+__all__ = ["FLAGS", "OPTIMIZERS", "OptimizerConfig", "named"]
 
 OptimizerName = Literal["sgd", "adam", "rmsprop", "adadelta"]
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "adadelta")
+#: OptimizerConfig field -> the training CLI's flag
+FLAGS = {
+    "name": "--optimizer", "learning_rate": "--lr", "momentum": "--momentum", "b1": "--beta1", "b2": "--beta2",
+    "decay": "--alpha", "rho": "--rho", "eps": "--eps", "weight_decay": "--weight-decay",
+    "decay_every": "--decay-every", "decay_gamma": "--decay-gamma", "cosine_epochs": "--cosine-epochs",
+}
+
+
+def named(field: str, flag: str) -> str:
+    """How an error names a setting: its field and the CLI flag that sets it, ``"batch_size (--batch-size)"``."""
+    return f"{field} ({flag})"
+
+
+def _real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+# field -> (check, what it must be); eps may also be None (the optimizer's default)
+_RULES = {
+    "learning_rate": (lambda v: _real(v) and v > 0, "a positive finite number"),
+    **{f: (lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)") for f in ("momentum", "b1", "b2", "decay", "rho")},
+    "eps": (lambda v: v is None or (_real(v) and v > 0), "a positive finite number"),
+    "weight_decay": (lambda v: _real(v) and v >= 0, "a non-negative finite number"),
+    "decay_every": (lambda v: _integer(v) and v >= 0, "a non-negative integer (0: no step decay)"),
+    "decay_gamma": (lambda v: _real(v) and v > 0, "a positive finite number"),
+    "cosine_epochs": (lambda v: _integer(v) and v >= 0, "a non-negative integer (0: no cosine decay)"),
+}
 
 
 @dataclass(frozen=True)
@@ -47,12 +79,22 @@ class OptimizerConfig:
     cosine_epochs: int = 0  # epochs of a half-cosine decay to zero; 0: none
 
     def __post_init__(self) -> None:
+        """Every field is checked here, so that a bad value is refused before any data or model exists.
+
+        >>> OptimizerConfig("adam", learning_rate=-1.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: learning_rate (--lr) must be a positive finite number, got -1.0
+        """
         if self.name not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.name!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
+            raise ValueError(f"{named('name', FLAGS['name'])} must be one of {OPTIMIZERS}, got {self.name!r}")
+        for f in fields(self):
+            if f.name in _RULES and not _RULES[f.name][0](getattr(self, f.name)):
+                raise ValueError(f"{named(f.name, FLAGS[f.name])} must be {_RULES[f.name][1]}, "
+                                 f"got {getattr(self, f.name)!r}")
         if self.cosine_epochs and self.decay_every:
-            raise ValueError("choose one schedule: cosine_epochs or decay_every, not both")
+            raise ValueError("choose one schedule: cosine_epochs (--cosine-epochs) or decay_every (--decay-every), "
+                             "not both")
 
     def convention(self, epoch: int = 0):
         """The :mod:`tt_common.conventions` object for ``epoch``'s learning rate."""

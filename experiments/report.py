@@ -19,6 +19,7 @@ import json
 import os
 from pathlib import Path
 
+from experiments.cli import add_debug_flag, user_errors
 from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir
 from experiments.tables import ablation_table, thesis_table
@@ -59,11 +60,18 @@ def _load(out: Path) -> dict:
     for name in ("summary", "status", "config"):
         path = out / f"{name}.json"
         if path.exists():
-            found[name] = json.loads(path.read_text())
+            found[name] = _json(path, path.read_text())
     metrics = out / "metrics.jsonl"
     lines = metrics.read_text().splitlines() if metrics.exists() else []
-    found["rows"] = [json.loads(row) for row in lines if row.strip()]
+    found["rows"] = [_json(metrics, row) for row in lines if row.strip()]
     return found
+
+
+def _json(path: Path, text: str):
+    try:
+        return json.loads(text)
+    except ValueError as error:  # the CLI prints it as one line: say which file
+        raise ValueError(f"{path}: not valid JSON ({error})") from None
 
 
 def _format_plans(plans: list) -> str:
@@ -262,13 +270,15 @@ def main(argv: list[str] | None = None) -> Path:
     p = argparse.ArgumentParser(prog="python -m experiments.report", description=__doc__.split("\n\n")[0])
     p.add_argument("--results", type=Path, default=RESULTS_DIR)
     p.add_argument("--output", type=Path, default=OUTPUT)
+    add_debug_flag(p)
     args = p.parse_args(argv)
-    plots = {}
-    for study in STUDIES.values():
-        path = plot_study(study, args.results)
-        if path is not None:
-            plots[study.name] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
-    args.output.write_text(render(args.results, plots))
+    with user_errors(args.debug):  # an unreadable results file or an unwritable --output: one error line
+        plots = {}
+        for study in STUDIES.values():
+            path = plot_study(study, args.results)
+            if path is not None:
+                plots[study.name] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
+        args.output.write_text(render(args.results, plots))
     print(f"wrote {args.output}")
     return args.output
 

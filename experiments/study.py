@@ -6,8 +6,9 @@
 
 Runs go one after the other into ``experiments/results/<study>/<run>-<backend>/``. A run whose ``summary.json``
 shows all its epochs is skipped; a run with a checkpoint (killed earlier) is resumed from it with identical
-results; a run that diverges is recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or
-lengthens) every run, e.g. to give ``fc-fc`` only what fits; the summary records epochs run and planned.
+results; a run folder without a checkpoint is trained anew, replacing what it holds; a run that diverges is
+recorded in ``status.json`` and the study goes on. ``--epochs`` shortens (or lengthens) every run, e.g. to give
+``fc-fc`` only what fits; the summary records epochs run and planned.
 Afterwards, ``python -m experiments.report`` regenerates ``experiments/RESULTS.md``.
 """
 
@@ -19,6 +20,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from experiments.checkpoint import LEGACY_CHECKPOINT
+from experiments.cli import add_debug_flag, user_errors
 from experiments.studies import RESULTS_DIR, STUDIES, Study, run_dir
 from experiments.train import CHECKPOINT, DivergenceError, RunConfig, retain_freed_memory_for, train
 
@@ -42,23 +45,30 @@ def selected_runs(study: Study, backend: str, only: list[str] | None = None) -> 
 def run_study(study: Study, backend: str, *, only: list[str] | None = None, epochs: int | None = None,
               limit: int | None = None, max_batches: int | None = None, results: Path = RESULTS_DIR,
               progress=None) -> list[dict]:
-    """Runs (or resumes, or skips) every run of ``study``; returns one status dict per run."""
+    """Runs (or resumes, or skips) every run of ``study``; returns one status dict per run.
+
+    Every run's configuration is checked (a ``ValueError`` names the setting) before the first one starts. A run
+    folder without a checkpoint is trained anew, replacing what it holds: the study owns its folders.
+    """
+    overrides = {k: v for k, v in (("epochs", epochs), ("limit", limit), ("max_batches", max_batches))
+                 if v is not None}
+    configs = [replace(config, **overrides).check() for config in selected_runs(study, backend, only)]
     statuses = []
-    for config in selected_runs(study, backend, only):
-        overrides = {k: v for k, v in (("epochs", epochs), ("limit", limit), ("max_batches", max_batches)) if v}
-        config = replace(config, **overrides)
+    for config in configs:
         out = run_dir(study, config, results)
         status = {"run": out.name, "out": str(out)}
         if _done(out, config):
             print(f"[{study.name}] {out.name}: done, skipped", file=sys.stderr)
             statuses.append({**status, "status": "skipped"})
             continue
-        resume = (out / CHECKPOINT).exists()
+        # A checkpoint of the earlier pickle format is passed on to train, which refuses it with a clear message.
+        resume = (out / CHECKPOINT).exists() or (out / LEGACY_CHECKPOINT).exists()
         print(f"[{study.name}] {out.name}: {'resuming' if resume else 'starting'} ({config.epochs} epochs)",
               file=sys.stderr)
         try:
-            summary = train(config, out, resume=resume, progress=progress)
+            summary = train(config, out, resume=resume, overwrite=not resume, progress=progress)
         except DivergenceError as error:
+            out.mkdir(parents=True, exist_ok=True)  # a run that diverged in its first epoch left no folder
             (out / "status.json").write_text(json.dumps({"status": "diverged", "message": str(error)}, indent=2))
             print(f"[{study.name}] {out.name}: {error}", file=sys.stderr)
             statuses.append({**status, "status": "diverged", "message": str(error)})
@@ -78,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, help="training batches per epoch (time-boxed runs)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help=f"default: {RESULTS_DIR}")
     p.add_argument("--list", action="store_true", help="list the studies and their runs")
+    add_debug_flag(p)
     return p
 
 
@@ -91,9 +102,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"    {run_dir(study, config, args.results).name}: {config.dataset} {config.model}, "
                       f"{config.epochs} epochs, batch {config.batch_size}, {opt.name} lr {opt.learning_rate}")
         return []
-    retain_freed_memory_for([c.model for c in selected_runs(STUDIES[args.study], args.backend, args.only)])
-    statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
-                         limit=args.limit, max_batches=args.max_batches, results=args.results)
+    with user_errors(args.debug):
+        retain_freed_memory_for([c.model for c in selected_runs(STUDIES[args.study], args.backend, args.only)])
+        statuses = run_study(STUDIES[args.study], args.backend, only=args.only, epochs=args.epochs,
+                             limit=args.limit, max_batches=args.max_batches, results=args.results)
     for s in statuses:
         extra = f" test acc {100 * s['test_acc']:.2f}%" if s.get("test_acc") is not None else ""
         print(f"{s['run']}: {s['status']}{extra}")

@@ -17,6 +17,7 @@ import gc
 import statistics
 import time
 
+from experiments.cli import add_debug_flag, non_negative_int, positive_int, user_errors
 from experiments.data import iterate_batches, load_dataset, num_batches
 from experiments.optim import OptimizerConfig
 from experiments.presets import get_preset
@@ -82,13 +83,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
     p.add_argument("--models", nargs="+", help="default: the dataset's thesis networks")
     p.add_argument("--backends", nargs="+", choices=("jax", "torch"), default=["jax", "torch"])
-    p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--epochs", type=int, default=None, help="also estimate a whole run (default: 25 MNIST, 100 CIFAR)")
+    p.add_argument("--steps", type=positive_int, default=5)
+    p.add_argument("--warmup", type=non_negative_int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=100)
+    p.add_argument("--epochs", type=positive_int, default=None,
+                   help="also estimate a whole run (default: 25 MNIST, 100 CIFAR)")
+    add_debug_flag(p)
     args = p.parse_args(argv)
+    with user_errors(args.debug):  # an unknown model, missing data: one error line
+        return _measure_all(args)
+
+
+def _measure_all(args: argparse.Namespace) -> list[dict]:
     models = args.models or list(MNIST_NETWORKS if args.dataset == "mnist" else CIFAR_NETWORKS)
     epochs = args.epochs or (25 if args.dataset == "mnist" else 100)
+    for model in models:
+        get_preset(model)  # an unknown name is refused before anything is measured
     retained = retain_freed_memory_for(models)
     print(f"freed memory retained in the process (tt_common.memory): {'yes' if retained else 'no'}\n")
     print(f"| network | backend | device | params | step | eval / 1000 ex. | epoch (est.) | {epochs} epochs (est.) |")

@@ -2,12 +2,18 @@
 
     python -m experiments.train --dataset mnist --model tt-tt --backend jax --epochs 25
 
-Writes to ``--out`` (default ``runs/<dataset>-<model>-<backend>-s<seed>``):
-``config.json``, ``metrics.jsonl`` (one line per epoch), ``checkpoint.pkl``
-(atomic, each epoch; ``--resume`` continues from it with identical results),
-``curves.png`` and ``summary.json``. The epoch is chosen on the validation
-split and its test accuracy is the reported figure; the best test accuracy over
-epochs (the thesis's protocol) is recorded too, labelled as such.
+Writes to ``--out`` (default ``runs/<dataset>-<model>-<backend>-<recipe>-s<seed>``): ``config.json``,
+``metrics.jsonl`` (one line per epoch), ``checkpoint.safetensors`` (atomic, each epoch: safetensors and JSON, no
+pickle; ``--resume`` continues from it with identical results), the weights (``weights-final.safetensors``,
+``weights-best-val.safetensors`` or, without a validation holdout, ``weights-best-test.safetensors``; see
+:mod:`experiments.weights`), ``curves.png`` and ``summary.json``. The epoch is chosen on the validation split and
+its test accuracy is the reported figure; the best test accuracy over epochs (the thesis's protocol) is recorded
+too, labelled as such.
+
+A folder that holds a run is never overwritten by accident: a new run there is refused unless ``--resume``
+(continue it) or ``--overwrite`` (replace it) is given. Nothing is written before the first epoch ends, so a run
+that fails earlier leaves no trace (and a replaced run stays whole until then). Every setting is checked before
+any data is loaded; a user's mistake prints one ``error:`` line (``--debug``: the traceback).
 """
 
 from __future__ import annotations
@@ -15,26 +21,34 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import numbers
 import os
-import pickle
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from experiments.data import Dataset, iterate_batches, load_dataset, num_batches
-from experiments.optim import OPTIMIZERS, OptimizerConfig
+from experiments import checkpoint as checkpoints
+from experiments.checkpoint import CHECKPOINT, LEGACY_CHECKPOINT, Checkpoint
+from experiments.cli import USER_ERRORS, add_debug_flag, user_errors
+from experiments.data import Dataset, iterate_batches, load_dataset, num_batches, resolve_data_dir
+from experiments.optim import FLAGS as OPTIMIZER_FLAGS
+from experiments.optim import OPTIMIZERS, OptimizerConfig, named
 from experiments.presets import PRESETS, get_preset, thesis_network
-from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, recipe_config
+from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, check_inits, recipe_config
+from experiments.weights import WEIGHTS_FILES, write_weights
 from tt_common.machine import cpu_model, cpu_vector_extension
 from tt_common.memory import retain_freed_memory, retained
 
-__all__ = ["DivergenceError", "RunConfig", "main", "train"]
+__all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "config_differences", "main", "train"]
 
 DIVERGENCE_LOSS = 1e3  # cross-entropy of 10 classes starts near 2.3; beyond this the run has diverged
-CHECKPOINT = "checkpoint.pkl"
+#: The files a run writes: a folder holding any of them holds a run, and --overwrite removes them.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "curves.png", CHECKPOINT, LEGACY_CHECKPOINT,
+             *WEIGHTS_FILES.values())
 
 
 class DivergenceError(RuntimeError):
@@ -61,14 +75,68 @@ class RunConfig:
     normalize: bool = True  # standardise inputs; False: raw [0, 1] pixels
     label_smoothing: float = 0.0
 
+    def check(self) -> RunConfig:
+        """Returns ``self`` if every field is valid, else a ``ValueError`` names the field and its flag.
+
+        :func:`train` and the CLIs call it before any data is loaded or model built. (Not in ``__post_init__``:
+        :mod:`experiments.studies` compares configurations with placeholder fields.)
+
+        >>> RunConfig(batch_size=0).check()
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size (--batch-size) must be a positive integer, got 0
+        """
+        for f in fields(self):
+            if f.name in _RULES and not _RULES[f.name][0](getattr(self, f.name)):
+                raise ValueError(f"{named(f.name, flag(f.name))} must be {_RULES[f.name][1]}, "
+                                 f"got {getattr(self, f.name)!r}")
+        if not isinstance(self.optimizer, OptimizerConfig):
+            raise ValueError(f"optimizer must be an OptimizerConfig, got {type(self.optimizer).__name__}")
+        check_inits(self.tt_init, self.dense_init)
+        spec = get_preset(self.model)
+        if spec.dataset != self.dataset:
+            raise ValueError(f"model {self.model!r} (--model) is a {spec.dataset} network, not for "
+                             f"--dataset {self.dataset}")
+        return self
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def flag(field_name: str) -> str:
+    """The training CLI's flag of a :class:`RunConfig` field (or of an ``optimizer`` field)."""
+    return OPTIMIZER_FLAGS.get(field_name) or "--" + field_name.replace("_", "-")
+
+
+def _integer(value: object, low: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= low
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+_POSITIVE = (lambda v: _integer(v, 1), "a positive integer")
+# field -> (check, what it must be)
+_RULES = {
+    "dataset": (lambda v: v in ("mnist", "cifar10"), "'mnist' or 'cifar10'"),
+    "model": (lambda v: v in PRESETS, f"one of {sorted(PRESETS)}"),
+    "backend": (lambda v: v in ("jax", "torch"), "'jax' or 'torch'"),
+    "epochs": _POSITIVE, "batch_size": _POSITIVE, "eval_batch_size": _POSITIVE,
+    "seed": (lambda v: _integer(v, 0), "a non-negative integer"),
+    "val_size": (lambda v: _integer(v, 0), "a non-negative integer (0: no validation holdout)"),
+    "limit": (_optional(_POSITIVE[0]), "a positive integer or None (all examples)"),
+    "max_batches": (_optional(_POSITIVE[0]), "a positive integer or None (every batch)"),
+    "data_dir": (_optional(lambda v: isinstance(v, (str, os.PathLike))), "a path or None"),
+    "recipe": (lambda v: v in RECIPES, f"one of {sorted(RECIPES)}"),
+    "normalize": (lambda v: isinstance(v, bool), "True or False"),
+    "label_smoothing": (lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool) and 0 <= v < 1,
+                        "a number in [0, 1)"),
+}
+
+
 def _backend(config: RunConfig):
     spec = get_preset(config.model)
-    if spec.dataset != config.dataset:
-        raise ValueError(f"model {config.model!r} is a {spec.dataset} network, not for {config.dataset}")
     if config.backend == "jax":
         from experiments.backend_jax import JaxBackend
 
@@ -84,15 +152,6 @@ def _model_options(config: RunConfig) -> dict:
     return {"tt_init": config.tt_init, "dense_init": config.dense_init, "label_smoothing": config.label_smoothing}
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _check_loss(loss: float, epoch: int, step: int) -> None:
     if not math.isfinite(loss) or loss > DIVERGENCE_LOSS:
         raise DivergenceError(
@@ -103,7 +162,7 @@ def _check_loss(loss: float, epoch: int, step: int) -> None:
 
 def _train_epoch(backend, data: Dataset, config: RunConfig, epoch: int, progress) -> tuple[float, float]:
     batches = num_batches(len(data.y_train), config.batch_size)
-    if config.max_batches:
+    if config.max_batches is not None:
         batches = min(batches, config.max_batches)
     it = iterate_batches(data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
     losses, corrects, seen = [], [], 0
@@ -191,38 +250,179 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
     }
 
 
-def _without_epochs(config: dict) -> dict:
-    """A run may be resumed with more epochs than it was started with; nothing else may change."""
-    return {k: v for k, v in config.items() if k != "epochs"}
+def _comparable(config: dict) -> dict:
+    """A configuration as resuming compares it: flat (``optimizer.learning_rate``), ``data_dir`` resolved to the
+    folder it means (unset, relative and absolute spellings of one folder are equal), ``epochs`` left out (a run
+    may be resumed with more epochs)."""
+    flat = {}
+    for key, value in config.items():
+        if key == "epochs":
+            continue
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key == "data_dir":
+            resolved = resolve_data_dir(value)
+            flat[key] = None if resolved is None else str(resolved.resolve())
+        else:
+            flat[key] = value
+    return flat
 
 
-def train(config: RunConfig, out: Path, *, resume: bool = False, progress=None) -> dict:
-    """Runs (or resumes) a training run in ``out`` and returns its summary."""
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Each setting (but ``epochs``) in which two run configurations differ, with flag and both values.
+
+    >>> a = RunConfig().to_dict()
+    >>> b = RunConfig(batch_size=50, optimizer=OptimizerConfig(learning_rate=0.1)).to_dict()
+    >>> config_differences(a, b)
+    ['batch_size (--batch-size): 100 in the checkpoint, 50 now', 'optimizer.learning_rate (--lr): 0.001 in the checkpoint, 0.1 now']
+    >>> config_differences(a, {**a, "epochs": 50, "data_dir": None})
+    []
+    """
+    # Through JSON, as the checkpoint went: tuples and lists compare equal.
+    a, b = _comparable(json.loads(json.dumps(saved))), _comparable(json.loads(json.dumps(current)))
+    absent = object()
+    differences = []
+    for key in [*a, *(k for k in b if k not in a)]:
+        old, new = a.get(key, absent), b.get(key, absent)
+        if old != new:
+            show = ["(not set)" if v is absent else repr(v) for v in (old, new)]
+            name = named(key, flag(key.rpartition(".")[2]))
+            differences.append(f"{name}: {show[0]} in the checkpoint, {show[1]} now")
+    return differences
+
+
+def _free_name(out: Path) -> Path:
+    """The first of ``out-2``, ``out-3``, ... that does not exist, for an error to suggest."""
+    k = 2
+    while out.with_name(f"{out.name}-{k}").exists():
+        k += 1
+    return out.with_name(f"{out.name}-{k}")
+
+
+def _check_out(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> Checkpoint | None:
+    """Refuses what would lose a run (before any data is loaded); returns the checkpoint to resume from, if any."""
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if resume:
+        return _saved_run(out, config)
+    held = [name for name in RUN_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise ValueError(f"{out} holds a run ({', '.join(held)}): continue it with --resume, replace it with "
+                         f"--overwrite, or write elsewhere with --out (e.g. --out {_free_name(out)})")
+    return None
+
+
+def _saved_run(out: Path, config: RunConfig) -> Checkpoint:
+    path = out / CHECKPOINT
+    if not path.is_file():
+        if (out / LEGACY_CHECKPOINT).exists():
+            raise ValueError(f"--resume: {out / LEGACY_CHECKPOINT} is a checkpoint of the earlier pickle format, "
+                             "which is not loaded (unpickling a file can run any code in it); start the run again "
+                             "with --overwrite")
+        raise ValueError(f"--resume: no checkpoint in {out} (no {CHECKPOINT}); check --out, or start a new run "
+                         "without --resume")
+    saved = checkpoints.read(path)
+    differences = config_differences(saved.config, config.to_dict())
+    if differences:
+        raise ValueError(f"--resume: the checkpoint in {out} was written by a different configuration: "
+                         f"{'; '.join(differences)} (only --epochs may change)")
+    if config.epochs < len(saved.rows):
+        raise ValueError(f"--resume: epochs (--epochs) is {config.epochs}, but the checkpoint in {out} has "
+                         f"already run {len(saved.rows)} epochs")
+    return saved
+
+
+def _make_out(out: Path) -> list[Path]:
+    """Creates ``out`` if needed and checks that it takes files; returns the folders it created, deepest first."""
+    created, folder = [], out
+    while not folder.exists() and folder != folder.parent:
+        created.append(folder)
+        folder = folder.parent
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        _remove_empty(created)
+        raise ValueError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Removes the folders a run created, deepest first, as long as they are empty (a run that wrote is kept)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
+def _write_weights(out: Path, which: str, backend, config: RunConfig, epoch: int) -> None:
+    metadata = {"model": config.model, "dataset": config.dataset, "backend": config.backend,
+                "recipe": config.recipe, "seed": str(config.seed), "epoch": str(epoch), "which": which}
+    write_weights(out / WEIGHTS_FILES[which], backend.parameters(), metadata)
+
+
+def _commit_epoch(out: Path, config: RunConfig, backend, rows: list[dict], *, first: bool, replace_run: bool) -> None:
+    """Writes what an epoch leaves: the best weights if it is the best epoch so far, the checkpoint, the metrics.
+
+    The first epoch of a process also writes ``config.json``, after removing the files of the run it replaces.
+    Checkpoint before metrics: a kill in between leaves a line short, and resuming rewrites the lines from it.
+    """
+    if first:
+        if replace_run:
+            for name in RUN_FILES:
+                (out / name).unlink(missing_ok=True)
+        checkpoints.write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2).encode())
+    split = "val" if rows[0]["val_acc"] is not None else "test"
+    if max(rows, key=lambda r: (r[f"{split}_acc"], -r["epoch"])) is rows[-1]:  # ties: the earliest, as _summary
+        _write_weights(out, f"best-{split}", backend, config, rows[-1]["epoch"])
+    arrays, meta = backend.state()
+    checkpoints.write(out / CHECKPOINT, Checkpoint(config.to_dict(), rows, config.backend, arrays, meta))
+    checkpoints.write_atomic(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
+
+
+def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False, progress=None) -> dict:
+    """Runs (or resumes) a training run in ``out`` and returns its summary.
+
+    ``resume`` continues from the checkpoint in ``out`` (an error if there is none, or if another configuration
+    wrote it: only ``epochs`` may change); ``overwrite`` replaces the run in ``out``; without either a folder that
+    holds a run is refused. Nothing is written before the first epoch ends (a replaced run stays whole until
+    then), and a folder created for a run that fails before then is removed.
+    """
     if progress is None:
         from tqdm.auto import tqdm as progress
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out)
+    config.check()
+    saved = _check_out(out, config, resume=resume, overwrite=overwrite)
+    created = _make_out(out)
+    try:
+        return _run(config, out, saved, progress, replace_run=overwrite)
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _run(config: RunConfig, out: Path, saved: Checkpoint | None, progress, *, replace_run: bool) -> dict:
     data = load_dataset(config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed,
                         normalize=config.normalize, limit=config.limit)
     backend = _backend(config)
     params = get_preset(config.model).param_count()
     rows: list[dict] = []
-    checkpoint = out / CHECKPOINT
-    if resume and checkpoint.exists():
-        saved = pickle.loads(checkpoint.read_bytes())
-        if _without_epochs(saved["config"]) != _without_epochs(config.to_dict()):
-            raise ValueError(f"--resume: the checkpoint in {out} was written by a different configuration")
-        backend.load_state(saved["backend"])
-        rows = saved["rows"]
-        print(f"resumed from {checkpoint} after epoch {len(rows)}", file=sys.stderr)
-        # A run killed between its metrics line and its checkpoint left one line too many: rewrite from the rows.
-        (out / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
-    else:
-        (out / "metrics.jsonl").write_text("")
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2))
+    if saved is not None:
+        try:
+            backend.load_state(saved.arrays, saved.meta)
+        except (ValueError, KeyError) as error:
+            raise checkpoints.CheckpointError(f"{out / CHECKPOINT}: {error}") from None
+        rows = list(saved.rows)
+        print(f"resumed from {out / CHECKPOINT} after epoch {len(rows)}", file=sys.stderr)
     print(f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test; "
           f"{config.model} ({params:,} params) with {config.backend} on {backend.device}")
     print(backend.report())
-    for epoch in range(len(rows), config.epochs):
+    first = len(rows)
+    for epoch in range(first, config.epochs):
         lr = config.optimizer.lr_at(epoch)
         backend.set_learning_rate(lr)
         start = time.perf_counter()
@@ -236,12 +436,11 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, progress=None) 
             "epoch_time_s": epoch_time,
         }
         rows.append(row)
-        with open(out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        _write_atomic(checkpoint, pickle.dumps({"config": config.to_dict(), "rows": rows, "backend": backend.state()}))
+        _commit_epoch(out, config, backend, rows, first=epoch == first, replace_run=replace_run)
         val = "—" if val_acc is None else f"{100 * val_acc:.2f}%"
         print(f"epoch {epoch + 1}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
               f"val {val} | test {100 * test_acc:.2f}% | {epoch_time:.1f}s")
+    _write_weights(out, "final", backend, config, len(rows))
     summary = _summary(config, data, backend, rows, params)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(rows, out / "curves.png", f"{config.model} on {data.name} ({config.backend})")
@@ -283,22 +482,23 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder with mnist/ and cifar10-jpeg/ (or $TT_DATA_DIR)")
     p.add_argument("--device", choices=("auto", "cpu"), default="auto", help="auto: a GPU when the backend sees one")
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
+    add_debug_flag(p)
     return p
 
 
-# CLI flag -> OptimizerConfig field
-_OPTIMIZER_FLAGS = {
-    "lr": "learning_rate", "momentum": "momentum", "beta1": "b1", "beta2": "b2", "alpha": "decay", "rho": "rho",
-    "eps": "eps", "weight_decay": "weight_decay", "decay_every": "decay_every", "decay_gamma": "decay_gamma",
-    "cosine_epochs": "cosine_epochs",
-}
+# argparse destination -> OptimizerConfig field (the optimizer's name is handled apart)
+_OPTIMIZER_FLAGS = {f.removeprefix("--").replace("-", "_"): field for field, f in OPTIMIZER_FLAGS.items()
+                    if field != "name"}
 # CLI flag -> RunConfig field, for the fields a recipe sets
 _RUN_FLAGS = ("epochs", "val_size", "tt_init", "dense_init", "normalize", "label_smoothing")
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """The recipe's configuration for the model, with every flag the user gave replacing the recipe's value."""
+    """The recipe's configuration for the model, with every flag the user gave replacing the recipe's value.
+
+    Checked (:meth:`RunConfig.check`): a ``ValueError`` names a bad flag."""
     base = recipe_config(args.recipe, args.dataset, args.model)
     optimizer = base.optimizer
     if args.optimizer is not None and args.optimizer != optimizer.name:  # another optimizer: its usual settings
@@ -308,7 +508,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     run = {flag: getattr(args, flag) for flag in _RUN_FLAGS if getattr(args, flag) is not None}
     return replace(base, backend=args.backend, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
                    seed=args.seed, limit=args.limit, max_batches=args.max_batches, optimizer=optimizer,
-                   data_dir=args.data_dir, **run)
+                   data_dir=args.data_dir, **run).check()
 
 
 def retain_freed_memory_for(models: list[str]) -> bool:
@@ -322,16 +522,15 @@ def retain_freed_memory_for(models: list[str]) -> bool:
 
 def main(argv: list[str] | None = None) -> dict:
     args = _parser().parse_args(argv)
-    retain_freed_memory_for([args.model])  # before the backend allocates anything
-    if args.device == "cpu":
-        os.environ["JAX_PLATFORMS"] = "cpu"
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    config = config_from_args(args)
-    out = args.out or Path("runs") / f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
-    try:
-        summary = train(config, out, resume=args.resume)
-    except DivergenceError as error:
-        sys.exit(f"error: {error}")
+    with user_errors(args.debug, (*USER_ERRORS, DivergenceError)):
+        config = config_from_args(args)  # checks every setting: nothing is loaded or built yet
+        retain_freed_memory_for([config.model])  # before the backend allocates anything
+        if args.device == "cpu":
+            os.environ["JAX_PLATFORMS"] = "cpu"
+            os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        default = f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
+        out = args.out or Path("runs") / default
+        summary = train(config, out, resume=args.resume, overwrite=args.overwrite)
     print(f"\n{result_line(summary)}; results in {out}")
     if (line := thesis_line(summary)) is not None:
         print(line)

@@ -47,7 +47,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
-from tt_common.shapes import TTMatrixShape, check_input_features
+from tt_common.shapes import TTMatrixShape, check_input_features, check_input_ndim
 
 __all__ = [
     "XLA_CPU_PRODUCT_FLOPS",
@@ -416,6 +416,7 @@ def tt_matmul(
     >>> bool(np.allclose(tt_matmul(x, cores, shape), x @ tt_to_dense(cores)))
     True
     """
+    check_input_ndim(len(x.shape), shape.in_features)
     check_input_features(x.shape[-1], shape.in_features, shape.in_modes)
     if direction not in (None, "ltr", "rtl"):
         raise ValueError(f"direction must be 'ltr' or 'rtl', got {direction!r}")

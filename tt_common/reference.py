@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tt_common.shapes import TTMatrixShape, max_ranks, validate_modes
+from tt_common.shapes import TTMatrixShape, rank_caps, validate_modes
 
 __all__ = ["TTDecomposition", "tt_matmul_reference", "tt_round", "tt_svd", "tt_to_dense"]
 
@@ -68,28 +68,16 @@ def tt_matmul_reference(
     return y if bias is None else y + np.asarray(bias, dtype=np.float64)
 
 
-def _rank_caps(
-    max_rank: int | Sequence[int] | None, in_modes: Sequence[int], out_modes: Sequence[int]
-) -> tuple[int, ...]:
-    caps = max_ranks(in_modes, out_modes)
-    d = len(in_modes)
-    if max_rank is None:
-        return caps
-    if isinstance(max_rank, (int, np.integer)):
-        if max_rank < 1:
-            raise ValueError(f"max_rank must be a positive integer, got {max_rank}")
-        return tuple(min(int(max_rank), c) for c in caps)
-    max_rank = tuple(int(r) for r in max_rank)
-    if len(max_rank) != d + 1 or min(max_rank) < 1:
-        raise ValueError(
-            f"max_rank must be a positive int or a sequence of d + 1 = {d + 1} positive ints, got {max_rank}"
-        )
-    return tuple(min(r, c) for r, c in zip(max_rank, caps))
-
-
 def _check_rtol(rtol: float | None) -> None:
     if rtol is not None and not (0.0 <= rtol < math.inf):
         raise ValueError(f"rtol must be a non-negative finite number, got {rtol}")
+
+
+def _check_finite(array: np.ndarray, what: str) -> None:
+    """The SVD of a matrix with NaN or inf fails deep inside LAPACK ("SVD did not converge"): say so first."""
+    if not np.isfinite(array).all():
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{what} has {bad} NaN or infinite entries; a TT decomposition needs finite values")
 
 
 def _truncation_rank(singular_values: np.ndarray, cap: int, delta: float) -> int:
@@ -131,8 +119,9 @@ def tt_svd(
     _check_rtol(rtol)
     kernel = np.asarray(kernel, dtype=np.float64)
     TTMatrixShape.create(in_modes, out_modes, 1).check_kernel(kernel.shape)
+    _check_finite(kernel, "kernel")
     d = len(in_modes)
-    caps = _rank_caps(max_rank, in_modes, out_modes)
+    caps = rank_caps(max_rank, in_modes, out_modes)
     # (m_1..m_d, n_1..n_d) -> (m_1, n_1, ..., m_d, n_d): core k's mode is (i_k, j_k).
     tensor = kernel.reshape(in_modes + out_modes)
     tensor = tensor.transpose([a for k in range(d) for a in (k, d + k)])
@@ -169,10 +158,11 @@ def tt_round(
     for k, c in enumerate(cores):
         if c.ndim != 4 or (k > 0 and c.shape[0] != cores[k - 1].shape[3]):
             raise ValueError(f"core {k} of shape {c.shape} does not chain with its neighbours")
+        _check_finite(c, f"cores[{k}]")
     in_modes = [c.shape[1] for c in cores]
     out_modes = [c.shape[2] for c in cores]
     d = len(cores)
-    caps = _rank_caps(max_rank, in_modes, out_modes)
+    caps = rank_caps(max_rank, in_modes, out_modes)
     for k in range(d - 1, 0, -1):  # right-orthogonalize cores 2..d
         r0, m, n, r1 = cores[k].shape
         q, r = np.linalg.qr(cores[k].reshape(r0, m * n * r1).T)

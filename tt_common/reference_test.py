@@ -98,3 +98,27 @@ def test_bad_arguments() -> None:
         tt_svd(dense, (2, 3), (2, 2), rtol=-1.0)
     with pytest.raises(ValueError, match="does not chain"):
         tt_round([np.ones((1, 2, 2, 3)), np.ones((2, 2, 2, 1))])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_tt_svd_refuses_a_matrix_with_nan_or_inf_before_the_svd(bad) -> None:
+    kernel = np.ones((4, 9))
+    kernel[1, 2] = bad
+    with pytest.raises(ValueError, match="kernel has 1 NaN or infinite entries"):
+        tt_svd(kernel, (2, 2), (3, 3))
+
+
+def test_tt_round_refuses_cores_with_nan() -> None:
+    cores = [np.ones((1, 2, 3, 2)), np.ones((2, 2, 3, 1))]
+    cores[1][0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"cores\[1\] has 1 NaN or infinite entries"):
+        tt_round(cores, max_rank=1)
+
+
+@pytest.mark.parametrize("max_rank", [2.5, True, (1, 2.7, 1)])
+def test_truncations_refuse_a_float_or_bool_max_rank(max_rank) -> None:
+    kernel = np.ones((4, 9))
+    with pytest.raises(ValueError, match="max_rank"):
+        tt_svd(kernel, (2, 2), (3, 3), max_rank=max_rank)
+    with pytest.raises(ValueError, match="max_rank"):
+        tt_round(tt_svd(kernel, (2, 2), (3, 3)).cores, max_rank=max_rank)

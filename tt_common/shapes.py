@@ -20,12 +20,17 @@ import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 __all__ = [
     "TTMatrixShape",
     "TTShapeProperties",
+    "check_input_dtype",
     "check_input_features",
+    "check_input_ndim",
     "max_ranks",
     "normalize_ranks",
+    "rank_caps",
     "validate_modes",
 ]
 
@@ -39,7 +44,16 @@ def _as_positive_int(value: object, what: str) -> int:
 
 
 def _as_int_tuple(values: object, what: str) -> tuple[int, ...]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
+    """``values`` as a tuple of positive ints: any sequence of integers, a 1-D NumPy integer array included."""
+    if isinstance(values, np.ndarray):
+        # An array is no Sequence; its integer elements are (np.integer is registered as numbers.Integral).
+        if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+            raise ValueError(
+                f"{what} must be a sequence of positive integers (a NumPy array must be 1-D of an integer dtype), "
+                f"got {values!r}"
+            )
+        values = list(values)
+    elif isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise ValueError(f"{what} must be a sequence of positive integers, got {values!r}")
     if len(values) == 0:
         raise ValueError(f"{what} must not be empty")
@@ -115,6 +129,73 @@ def normalize_ranks(
         if full[0] != 1 or full[-1] != 1:
             raise ValueError(f"ranks must start and end with 1 (r_0 = r_d = 1), got {full}")
     return tuple(min(r, cap) for r, cap in zip(full, max_ranks(in_modes, out_modes)))
+
+
+def rank_caps(
+    max_rank: int | Sequence[int] | None, in_modes: Sequence[int], out_modes: Sequence[int]
+) -> tuple[int, ...]:
+    """The rank cap at each of the ``d + 1`` positions that a truncation (TT-SVD, rounding) may keep.
+
+    ``max_rank`` is ``None`` (no cap: :func:`max_ranks`), a positive int (every
+    position) or a sequence of ``d + 1`` positive ints; each cap is clipped to
+    :func:`max_ranks`. Floats and bools are refused, not rounded.
+
+    >>> rank_caps(2, (2, 2, 2), (3, 3, 3)), rank_caps(None, (2, 2), (3, 3))
+    ((1, 2, 2, 1), (1, 6, 1))
+    >>> rank_caps(2.5, (2, 2), (3, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: max_rank must be None, a positive integer or a sequence of d + 1 = 3 positive integers, got 2.5
+    """
+    caps = max_ranks(in_modes, out_modes)
+    if max_rank is None:
+        return caps
+    if isinstance(max_rank, numbers.Integral) and not isinstance(max_rank, bool):
+        return tuple(min(_as_positive_int(max_rank, "max_rank"), c) for c in caps)
+    if isinstance(max_rank, (bool, numbers.Number)):
+        raise ValueError(
+            f"max_rank must be None, a positive integer or a sequence of d + 1 = {len(caps)} positive integers, "
+            f"got {max_rank!r}"
+        )
+    full = _as_int_tuple(max_rank, "max_rank")
+    if len(full) != len(caps):
+        raise ValueError(
+            f"max_rank must be an int or a sequence of length d + 1 = {len(caps)}, got {full} of length {len(full)}"
+        )
+    return tuple(min(r, c) for r, c in zip(full, caps))
+
+
+def check_input_ndim(ndim: int, in_features: int) -> None:
+    """Raises a ``ValueError`` unless an input has an axis to contract (``(..., M)``, at least 1-D).
+
+    >>> check_input_ndim(0, 6)
+    Traceback (most recent call last):
+    ...
+    ValueError: input must have at least one axis, the last of size prod(in_modes) = 6; got a 0-d input
+    """
+    if ndim < 1:
+        raise ValueError(
+            f"input must have at least one axis, the last of size prod(in_modes) = {in_features}; got a 0-d input"
+        )
+
+
+def check_input_dtype(input_dtype: object, layer_dtype: object) -> None:
+    """Raises a ``ValueError`` naming both dtypes unless they are equal: ``nn.Linear``'s rule, for ``tt_torch``.
+
+    Works on any dtype objects that compare (torch's, NumPy's); no cast is made, so that a float64 batch is never
+    silently rounded to float32 (or a layer's float32 silently widened).
+
+    >>> check_input_dtype(np.dtype("float64"), np.dtype("float32"))
+    Traceback (most recent call last):
+    ...
+    ValueError: input dtype float64 does not match the layer's dtype float32: cast the input (x.to(float32)) or the layer (layer.to(float64))
+    """
+    if input_dtype != layer_dtype:
+        short = [str(d).removeprefix("torch.") for d in (input_dtype, layer_dtype)]
+        raise ValueError(
+            f"input dtype {short[0]} does not match the layer's dtype {short[1]}: "
+            f"cast the input (x.to({short[1]})) or the layer (layer.to({short[0]}))"
+        )
 
 
 def check_input_features(last_dim: int, in_features: int, in_modes: Sequence[int]) -> None:

@@ -6,7 +6,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, normalize_ranks
+import numpy as np
+
+from tt_common.shapes import (
+    TTMatrixShape,
+    check_input_dtype,
+    check_input_features,
+    check_input_ndim,
+    max_ranks,
+    normalize_ranks,
+    rank_caps,
+)
 
 
 @st.composite
@@ -98,3 +108,62 @@ def test_wrong_input_or_kernel_size() -> None:
 def test_normalize_ranks_rejects_bool() -> None:
     with pytest.raises(ValueError):
         normalize_ranks(True, (2, 2), (2, 2))
+
+
+def test_modes_may_be_numpy_integer_arrays() -> None:
+    shape = TTMatrixShape.create(np.array([4, 8]), np.array([2, 3], dtype=np.int32), np.array([1, 2, 1]))
+    assert (shape.in_modes, shape.out_modes, shape.ranks) == ((4, 8), (2, 3), (1, 2, 1))
+    assert all(type(m) is int for m in shape.in_modes + shape.ranks)
+
+
+@pytest.mark.parametrize(
+    "modes, message",
+    [
+        (np.array([4.0, 8.0]), "in_modes must be a sequence of positive integers .*integer dtype"),
+        (np.array([True, True]), "in_modes must be a sequence of positive integers"),
+        (np.array([[4, 8]]), "in_modes must be a sequence of positive integers .*1-D"),
+        (np.array([4, 0]), r"in_modes\[1\] must be a positive integer"),
+    ],
+)
+def test_numpy_modes_of_another_kind_are_refused_naming_the_argument(modes, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        TTMatrixShape.create(modes, (2, 2), 2)
+
+
+def test_rank_caps_take_ints_and_sequences_and_clip() -> None:
+    assert rank_caps(None, (2, 2, 2), (3, 3, 3)) == (1, 6, 6, 1)
+    assert rank_caps(4, (2, 2, 2), (3, 3, 3)) == (1, 4, 4, 1)
+    assert rank_caps(np.int64(9), (2, 2, 2), (3, 3, 3)) == (1, 6, 6, 1)
+    assert rank_caps((1, 2, 9, 1), (2, 2, 2), (3, 3, 3)) == (1, 2, 6, 1)
+    assert rank_caps(np.array([1, 3, 1]), (2, 2), (3, 3)) == (1, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "max_rank, message",
+    [
+        (2.5, "max_rank must be None, a positive integer or a sequence of d \\+ 1 = 3 positive integers, got 2.5"),
+        (2.0, "max_rank must be None, a positive integer .*got 2.0"),
+        (True, "max_rank must be None, a positive integer .*got True"),
+        (0, "max_rank must be a positive integer, got 0"),
+        ((1, 2.7, 1), r"max_rank\[1\] must be a positive integer, got 2.7"),
+        ((1, True, 1), r"max_rank\[1\] must be a positive integer, got True"),
+        ((1, 0, 1), r"max_rank\[1\] must be a positive integer, got 0"),
+        ((1, 2), "max_rank must be an int or a sequence of length d \\+ 1 = 3"),
+        ("2", "max_rank must be a sequence of positive integers"),
+    ],
+)
+def test_bad_max_rank_is_refused_naming_it(max_rank, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        rank_caps(max_rank, (2, 2), (3, 3))
+
+
+def test_a_0d_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one axis.*got a 0-d input"):
+        check_input_ndim(0, 6)
+    check_input_ndim(1, 6)
+
+
+def test_input_dtype_rule_names_both_dtypes() -> None:
+    with pytest.raises(ValueError, match="input dtype float64 does not match the layer's dtype float32"):
+        check_input_dtype(np.dtype("float64"), np.dtype("float32"))
+    check_input_dtype(np.dtype("float32"), np.dtype("float32"))

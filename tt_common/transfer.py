@@ -92,10 +92,26 @@ def tt_keys(prefix: str, d: int, use_bias: bool) -> list[str]:
     return [join(prefix, "cores", k) for k in range(d)] + ([join(prefix, "bias")] if use_bias else [])
 
 
+def _is_floating(value: object) -> bool:
+    """Whether an array (NumPy, JAX, torch, or anything ``np.asarray`` takes) holds floating-point values."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is not None and hasattr(dtype, "is_floating_point"):  # a torch dtype, which NumPy cannot read
+        return bool(dtype.is_floating_point)
+    dtype = np.dtype(dtype) if dtype is not None else np.asarray(value).dtype
+    # kind "f": NumPy's floats; ml_dtypes' bfloat16 and float8 types (JAX's) have kind "V" but a float name.
+    return dtype.kind == "f" or (dtype.kind == "V" and "float" in dtype.name)
+
+
 def check_mapping(expected: Mapping[str, Sequence[int]], mapping: Mapping[str, object]) -> None:
     """Raises a ``ValueError`` naming the key unless ``mapping`` has exactly the expected keys and shapes.
 
-    ``expected`` maps each key to its shape; ``mapping`` maps keys to arrays.
+    ``expected`` maps each key to its shape; ``mapping`` maps keys to arrays, which must hold floating-point
+    values: every weight of the format is one, and an integer or bool array is not cast silently.
+
+    >>> check_mapping({"fc.bias": (2,)}, {"fc.bias": np.array([1, 2])})
+    Traceback (most recent call last):
+    ...
+    ValueError: key 'fc.bias' holds int64 values; weights must be floating point (cast them first if intended)
     """
     missing = [k for k in expected if k not in mapping]
     if missing:
@@ -107,6 +123,12 @@ def check_mapping(expected: Mapping[str, Sequence[int]], mapping: Mapping[str, o
         got = tuple(np.shape(mapping[key]))
         if got != tuple(shape):
             raise ValueError(f"shape mismatch for key {key!r}: expected {tuple(shape)}, got {got}")
+        if not _is_floating(mapping[key]):
+            dtype = getattr(mapping[key], "dtype", None) or np.asarray(mapping[key]).dtype
+            raise ValueError(
+                f"key {key!r} holds {str(dtype).removeprefix('torch.')} values; "
+                "weights must be floating point (cast them first if intended)"
+            )
 
 
 def _check_arrays(mapping: Mapping[str, object]) -> dict[str, np.ndarray]:

@@ -40,3 +40,17 @@ def test_check_mapping_names_the_key() -> None:
     with pytest.raises(ValueError, match="unexpected key 'fc.kernel'"):
         check_mapping(expected, {**{k: np.ones(2) for k in expected}, "fc.kernel": np.ones(2)})
     check_mapping(expected, {k: np.ones(2) for k in expected})
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.bool_, np.complex64])
+def test_check_mapping_refuses_non_float_arrays_naming_the_key(dtype) -> None:
+    expected = {"fc.kernel": (2, 2), "fc.bias": (2,)}
+    mapping = {"fc.kernel": np.ones((2, 2), np.float32), "fc.bias": np.ones(2, dtype)}
+    with pytest.raises(ValueError, match=f"key 'fc.bias' holds {np.dtype(dtype).name} values; weights must be floating"):
+        check_mapping(expected, mapping)
+
+
+def test_check_mapping_accepts_every_float_dtype() -> None:
+    ml_dtypes = pytest.importorskip("ml_dtypes")  # JAX's; absent from a torch-only install
+    for dtype in (np.float16, np.float32, np.float64, ml_dtypes.bfloat16):
+        check_mapping({"x": (2,)}, {"x": np.ones(2, dtype)})

@@ -142,7 +142,10 @@ class TTLinear(TTShapeProperties, nnx.Module):
         prod_{j>k} m_j n_j)`` are clipped to it (no loss of expressiveness);
         ``layer.ranks`` gives the clipped ranks.
       use_bias: whether to add a bias (default: True).
-      dtype: the dtype of the computation (default: infer from input and params).
+      dtype: the dtype of the computation. The default ``None`` follows ``nnx.Linear``: the input and the
+        parameters are promoted to their common dtype (``jnp.promote_types``), so a float64 input to float32
+        cores computes in float64 when ``jax_enable_x64`` is on, and in float32 otherwise (JAX then makes every
+        array float32). Pass ``dtype`` to compute in that dtype whatever the input's.
       param_dtype: the dtype of the cores and bias (default: float32).
       cores_init: a TT initializer (see :mod:`tt_jax.initializers`); the default
         gives ``W`` the variance of ``nnx.Linear``'s default kernel, ``1 / M``.

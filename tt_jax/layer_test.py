@@ -242,3 +242,24 @@ def test_compression_report_of_a_model() -> None:
     assert lines[3].startswith("| layers.2 | dense | 16 -> 10 |")
     # TT 32 + 64 + 16 = 112, dense 170, batch norm 32: 314; dense network: 528 + 170 + 32 = 730.
     assert lines[4].startswith("| total | | | | | | 314 | 730 |")
+
+
+@pytest.mark.parametrize("dtype", [None, jnp.float32])
+def test_input_dtype_rule_is_nnx_linears(dtype) -> None:
+    """A float64 input to float32 parameters: computed in the dtype that nnx.Linear computes in (documented)."""
+    layer = TTLinear(IN_MODES, OUT_MODES, RANKS, dtype=dtype, rngs=nnx.Rngs(0))
+    dense = nnx.Linear(24, 6, dtype=dtype, rngs=nnx.Rngs(0))
+    x = np.ones((2, 24), np.float64)
+    assert layer(x).dtype == dense(x).dtype
+    assert layer(x).dtype == (jnp.float32 if dtype is not None or not jax.config.jax_enable_x64 else jnp.float64)
+
+
+def test_a_0d_input_or_nan_kernel_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one axis.*0-d input"):
+        _layer()(jnp.float64(1.0))
+    kernel = np.ones((24, 6))
+    kernel[3, 1] = np.inf
+    with pytest.raises(ValueError, match="kernel has 1 NaN or infinite entries"):
+        TTLinear.from_dense(kernel, IN_MODES, OUT_MODES)
+    with pytest.raises(ValueError, match="max_rank must be None, a positive integer"):
+        TTLinear.from_dense(np.ones((24, 6)), IN_MODES, OUT_MODES, max_rank=2.5)

@@ -12,7 +12,7 @@ from torch import nn
 
 from tt_common.contraction import Direction, choose_direction, layer_plan, tt_matmul
 from tt_common.reference import TTDecomposition, tt_round, tt_svd
-from tt_common.shapes import TTMatrixShape, TTShapeProperties
+from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_dtype
 from tt_torch.initializers import CoresInitializer, lecun_normal
 
 __all__ = ["TTLinear"]
@@ -135,7 +135,13 @@ class TTLinear(TTShapeProperties, nn.Module):
                 self.bias_init(self.bias)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        """Applies the layer to the last axis of ``input``: ``(..., M) -> (..., N)``."""
+        """Applies the layer to the last axis of ``input``: ``(..., M) -> (..., N)``.
+
+        As ``nn.Linear``, the input must have the layer's dtype (a ``ValueError`` names both), except under
+        ``torch.autocast``, which casts inside the products.
+        """
+        if not torch.is_autocast_enabled(input.device.type):
+            check_input_dtype(input.dtype, self.cores[0].dtype)
         groups, direction = self.plan(math.prod(input.shape[:-1]))
         y = tt_matmul(input, list(self.cores), self.shape, direction, permute=_permute, matmul=_matmul, groups=groups)
         return y if self.bias is None else y + self.bias

@@ -264,3 +264,33 @@ def test_bad_inputs_raise() -> None:
         TTLinear.from_linear(nn.Conv1d(24, 6, 1), IN_MODES, OUT_MODES)
     with pytest.raises(ValueError, match="rtol"):
         layer.round(rtol=-1.0)
+
+
+def test_an_input_of_another_dtype_is_refused_as_nn_linear_does() -> None:
+    layer = _layer(dtype=torch.float32)
+    with pytest.raises(RuntimeError):  # the rule followed: nn.Linear refuses too (with torch's own message)
+        nn.Linear(24, 6)(torch.ones(2, 24, dtype=torch.float64))
+    with pytest.raises(ValueError, match="input dtype float64 does not match the layer's dtype float32"):
+        layer(torch.ones(2, 24, dtype=torch.float64))
+    with pytest.raises(ValueError, match="input dtype int64 does not match"):
+        layer(torch.ones(2, 24, dtype=torch.int64))
+    assert layer(torch.ones(2, 24)).dtype == torch.float32
+
+
+def test_autocast_casts_instead_of_refusing() -> None:
+    layer = _layer(dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(torch.ones(2, 24, dtype=torch.bfloat16))
+    assert y.shape == (2, 6)
+
+
+def test_a_0d_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one axis.*0-d input"):
+        _layer()(torch.tensor(1.0, dtype=torch.float64))
+
+
+def test_from_dense_refuses_nan() -> None:
+    weight = np.ones((6, 24))
+    weight[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        TTLinear.from_dense(weight, IN_MODES, OUT_MODES)

@@ -63,3 +63,14 @@ def test_errors_name_the_key() -> None:
         transfer.export(nn.Linear(2, 2, dtype=torch.bfloat16))
     with pytest.raises(ValueError, match="parameter 'weight'"):
         transfer.export(nn.Conv1d(2, 2, 1))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_integer_or_bool_weights_are_refused_naming_the_key(dtype) -> None:
+    weights = transfer.export(_model())
+    weights["4.bias"] = weights["4.bias"].astype(dtype)
+    model = _model()
+    before = model[4].bias.detach().clone()
+    with pytest.raises(ValueError, match=f"key '4.bias' holds {np.dtype(dtype).name} values"):
+        transfer.load(model, weights)
+    assert torch.equal(model[4].bias, before)  # nothing changed
