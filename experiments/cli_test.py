@@ -125,6 +125,26 @@ def test_overwrite_replaces_the_run(world, tmp_path) -> None:
     assert json.loads((run / "summary.json").read_text())["epochs_run"] == 1
 
 
+def test_a_rerun_into_the_default_folder_goes_to_a_fresh_one_and_says_so(world, tmp_path) -> None:
+    """Without --out, a second run (make train twice) writes to <default>-2 and leaves the first run whole."""
+    root = tmp_path / "cwd"
+    root.mkdir()
+
+    def run():
+        return _cli("experiments.train", *TRAIN, "--epochs", "1", "--data-dir", str(world["data"]), root=root,
+                    sums=world["sums"])
+
+    default = root / "runs" / "mnist-tt-tt-tt-torch-ours-s0"
+    first = run()
+    assert first.returncode == 0, first.stderr
+    before = _files(default)
+    second = run()
+    assert second.returncode == 0, second.stderr
+    assert f"{default.relative_to(root)} holds a run: writing to {default.relative_to(root)}-2" in second.stderr
+    assert _files(default) == before
+    assert json.loads((default.with_name(default.name + "-2") / "summary.json").read_text())["epochs_run"] == 1
+
+
 def test_a_run_that_fails_before_its_first_epoch_leaves_no_trace(world, tmp_path) -> None:
     empty = tmp_path / "mine"
     empty.mkdir()

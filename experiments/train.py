@@ -291,6 +291,18 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     return differences
 
 
+def _default_out(config: RunConfig, *, resume: bool, overwrite: bool) -> Path:
+    """``runs/<dataset>-<model>-<backend>-<recipe>-s<seed>``, or, when that holds a run and neither ``--resume`` nor
+    ``--overwrite`` was given, the first free ``...-2``, ``...-3`` (said on stderr): a rerun never stops on a folder
+    the user did not name, and never touches the earlier run. An explicit ``--out`` is never renamed."""
+    out = Path("runs") / f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
+    if resume or overwrite or not any((out / name).exists() for name in RUN_FILES):
+        return out
+    fresh = _free_name(out)
+    print(f"{out} holds a run: writing to {fresh} (--resume or --overwrite to use {out})", file=sys.stderr)
+    return fresh
+
+
 def _free_name(out: Path) -> Path:
     """The first of ``out-2``, ``out-3``, ... that does not exist, for an error to suggest."""
     k = 2
@@ -528,8 +540,7 @@ def main(argv: list[str] | None = None) -> dict:
         if args.device == "cpu":
             os.environ["JAX_PLATFORMS"] = "cpu"
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
-        default = f"{config.dataset}-{config.model}-{config.backend}-{config.recipe}-s{config.seed}"
-        out = args.out or Path("runs") / default
+        out = args.out or _default_out(config, resume=args.resume, overwrite=args.overwrite)
         summary = train(config, out, resume=args.resume, overwrite=args.overwrite)
     print(f"\n{result_line(summary)}; results in {out}")
     if (line := thesis_line(summary)) is not None:
