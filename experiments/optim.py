@@ -1,7 +1,7 @@
 """One optimizer configuration for both backends: name, hyperparameters, weight decay, step decay.
 
 The mapping of each optimizer's hyperparameters between optax and torch.optim
-is the table of :mod:`tt_common.conventions` (eps placement included). Weight
+is the table of :mod:`experiments.conventions` (eps placement included). Weight
 decay is coupled L2 in both (``g += wd * p`` before the optimizer, as torch's
 ``weight_decay`` argument does). The step decay multiplies the learning rate
 by ``decay_gamma`` every ``decay_every`` epochs; both backends set the learning
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from tt_common import conventions
+from experiments import conventions
 
 __all__ = ["OPTIMIZERS", "OptimizerConfig"]
 
@@ -48,7 +48,7 @@ class OptimizerConfig:
             raise ValueError(f"learning rate must be positive, got {self.learning_rate}")
 
     def convention(self, epoch: int = 0):
-        """The :mod:`tt_common.conventions` object for ``epoch``'s learning rate."""
+        """The :mod:`experiments.conventions` object for ``epoch``'s learning rate."""
         lr = self.lr_at(epoch)
         if self.name == "sgd":
             return conventions.SGD(lr, self.momentum)

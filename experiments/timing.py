@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     models = args.models or list(MNIST_NETWORKS if args.dataset == "mnist" else CIFAR_NETWORKS)
     epochs = args.epochs or (25 if args.dataset == "mnist" else 100)
     retained = retain_freed_memory_for(models)
-    print(f"freed memory retained in the process (tt_common.memory): {'yes' if retained else 'no'}\n")
+    print(f"freed memory retained in the process (experiments.memory): {'yes' if retained else 'no'}\n")
     print(f"| network | backend | device | params | step | eval / 1000 ex. | epoch (est.) | {epochs} epochs (est.) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     results = []
