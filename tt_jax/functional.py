@@ -37,7 +37,7 @@ import numpy as np
 from tt_common import decomposition
 from tt_common.contraction import Direction, layer_plan, tt_matmul
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
-from tt_jax._xla_cpu import add_bias, product_flops
+from tt_jax._xla_cpu import add_bias, on_cpu, product_flops
 
 __all__ = ["TTMatrix", "from_dense", "matmul", "plan", "round", "to_dense", "tt_linear"]
 
@@ -217,7 +217,8 @@ def _matmul(
     - one product on ``(B s, q)`` rows and a transposed result, for which XLA copies the state
       and the result (``B q s + B p s`` floats).
 
-    The first unless the broadcast core moves at least twice as much memory (:func:`_broadcast_is_cheaper`).
+    The first, unless on XLA:CPU the broadcast core moves at least twice as much memory
+    (:func:`_broadcast_is_cheaper`; measured on a CPU only, so other backends keep the first).
     """
     kwargs: dict[str, Any] = {"precision": precision}
     if preferred_element_type is not None:  # as nnx.Linear: custom dot_generals need not take it
@@ -225,7 +226,7 @@ def _matmul(
     if a.ndim == 2:
         return dot_general(a, b, (((1,), (0,)), ((), ())), **kwargs)
     core, state = a[0], b
-    if _broadcast_is_cheaper(*state.shape[1:], core.shape[0]):
+    if not on_cpu() or _broadcast_is_cheaper(*state.shape[1:], core.shape[0]):
         return dot_general(jnp.broadcast_to(core, (state.shape[0], *core.shape)), state, _BATCHED, **kwargs)
     return jnp.swapaxes(dot_general(state, core, (((1,), (1,)), ((), ())), **kwargs), 1, 2)
 
