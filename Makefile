@@ -26,7 +26,7 @@ test: setup
 
 # The library's tests only (tt_common, tt_jax, tt_torch, parity_tests): no training, no real data, no CLIs.
 test-lib: setup
-	$(BIN)/python -m pytest -q -m 'not slow and not integration' tt_common tt_jax tt_torch parity_tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 -m 'not slow and not integration' tt_common tt_jax tt_torch parity_tests $(PYTEST_ARGS)
 
 # Opt-in long runs: large hypothesis profiles and full-data checks.
 test-slow: setup
