@@ -4,23 +4,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: setup train test test-slow bench clean
+.PHONY: setup train test test-lib test-slow bench clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exact versions from constraints.txt (pyproject.toml only has lower bounds), so that CI is reproducible.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[all]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	touch $@
 
 # Main job: train the thesis's tt-tt network on MNIST with the default backend (JAX).
 train: setup
 	$(BIN)/python -m experiments.train --dataset mnist --model tt-tt $(TRAIN_ARGS)
 
-# Default test run (under 15 minutes on 2 cores); slow tests are deselected by pyproject's addopts.
+# Default test run, what CI runs: the library's tests and the experiments' integration tests; slow tests are
+# deselected by pyproject's addopts.
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The library's tests only (tt_common, tt_jax, tt_torch, parity_tests): no training, no real data, no CLIs.
+test-lib: setup
+	$(BIN)/python -m pytest -q -n 2 -m 'not slow and not integration' tt_common tt_jax tt_torch parity_tests $(PYTEST_ARGS)
 
 # Opt-in long runs: large hypothesis profiles and full-data checks.
 test-slow: setup
@@ -28,7 +34,7 @@ test-slow: setup
 
 # Benchmarks (writes benchmarks/RESULTS.md); installs the optional TensorLy-Torch baseline first.
 bench: setup
-	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 
 clean:

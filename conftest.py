@@ -18,7 +18,7 @@ settings.register_profile(
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
-# The training CLIs that tests call would otherwise change malloc for the whole test process (tt_common.memory).
+# The training CLIs that tests call would otherwise change malloc for the whole test process (experiments.memory).
 os.environ.setdefault("TT_RETAIN_MEMORY", "0")
 
 if importlib.util.find_spec("jax") is not None:

@@ -1,9 +1,9 @@
 """The two JAX forms of one contraction step, timed side by side on every step of the benchmark layers.
 
 A step multiplies a ``(p, q)`` core into a ``(B, q, s)`` state (``B`` = ``outer``).
-``tt_jax.layer._matmul`` runs it as a batched ``dot_general`` over the core
+``tt_jax.functional._matmul`` runs it as a batched ``dot_general`` over the core
 broadcast to ``(B, p, q)`` (XLA:CPU materializes it) or, where
-``tt_jax.layer._broadcast_is_cheaper`` says the broadcast moves too much memory,
+``tt_jax.functional._broadcast_is_cheaper`` says the broadcast moves too much memory,
 as one plain dot with a transposed result. This prints, for every distinct step
 of the six layers at batches 1, 100 and 1000, both forms' forward and
 forward+backward times (interleaved, median of 9) and the form the rule picks::
@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import tt_jax
-import tt_jax.layer as tt_layer
+import tt_jax.functional as tt_layer
 from benchmarks import timing
 from benchmarks.candidates_jax import training_step
 from benchmarks.layers import LAYERS
@@ -46,10 +46,10 @@ def step_shapes(batches=(1, 100, 1000)) -> dict[tuple, str]:
     shapes: dict[tuple, str] = {}
     original = tt_layer._matmul
 
-    def record(a, b, precision=None):
+    def record(a, b, **kwargs):
         if a.ndim == 3 and b.ndim == 3 and a.shape[0] == 1 and b.shape[0] != 1:
             shapes.setdefault((a.shape[1:], b.shape), where)
-        return original(a, b, precision)
+        return original(a, b, **kwargs)
 
     for cfg in LAYERS:
         for batch in batches:
@@ -63,7 +63,7 @@ FORMS = {"broadcast": lambda *shape: True, "transposed": lambda *shape: False}  
 
 
 def _new_step():
-    """The library's step, ``tt_jax.layer._matmul`` of the core (as ``(1, p, q)``) and the state.
+    """The library's step, ``tt_jax.functional._matmul`` of the core (as ``(1, p, q)``) and the state.
 
     A new function each call: ``jax.jit`` caches traces per function, and each form must be traced anew.
     """

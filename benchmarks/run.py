@@ -34,7 +34,7 @@ from benchmarks import report
 from benchmarks.candidate import Skip
 from benchmarks.layers import LAYERS, get
 from benchmarks.timing import load_average, machine_info, measure
-from tt_common.memory import retain_freed_memory
+from experiments.memory import retain_freed_memory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 QUICK_OUT = Path(__file__).resolve().parent / "RESULTS-quick.md"
@@ -91,7 +91,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--retain-memory",
         action="store_true",
-        help="keep freed memory in each worker (tt_common.memory.retain_freed_memory: no page faults on reused "
+        help="keep freed memory in each worker (experiments.memory.retain_freed_memory: no page faults on reused "
         "large buffers; glibc only); default: malloc as a user's process has it",
     )
     p.add_argument("--worker", choices=["jax", "torch"], default=None, help=argparse.SUPPRESS)

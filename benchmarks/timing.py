@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tt_common.machine import cpu_description, cpu_model, cpu_vector_extension
+from experiments.machine import cpu_description, cpu_model, cpu_vector_extension
 
 __all__ = ["Timing", "cpu_model", "interleaved", "load_average", "machine_info", "measure"]
 

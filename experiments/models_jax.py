@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 import tt_jax
+from experiments import nnx_layers
 from experiments.presets import TT, Network
 from experiments.recipes import check_inits
 
@@ -60,9 +61,10 @@ class Net(nnx.Module):
             else:
                 layers.append(nnx.Linear(layer.in_features, layer.out_features, param_dtype=param_dtype, rngs=rngs,
                                          **_dense_inits(layer.in_features, dense_init)))
-            layers.append(tt_jax.BatchNorm(layer.out_features, momentum=BN_MOMENTUM, param_dtype=param_dtype, rngs=rngs))
+            layers.append(nnx_layers.BatchNorm(layer.out_features, momentum=BN_MOMENTUM, param_dtype=param_dtype,
+                                               rngs=rngs))
         self.layers = nnx.List(layers)
-        self.dropout = tt_jax.Dropout(spec.dropout, rngs=rngs)
+        self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         blocks = len(self.spec.layers)

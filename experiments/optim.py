@@ -1,7 +1,7 @@
 """One optimizer configuration for both backends: name, hyperparameters, weight decay, step decay.
 
 The mapping of each optimizer's hyperparameters between optax and torch.optim
-is the table of :mod:`tt_common.conventions` (eps placement included). Weight
+is the table of :mod:`experiments.conventions` (eps placement included). Weight
 decay is coupled L2 in both (``g += wd * p`` before the optimizer, as torch's
 ``weight_decay`` argument does). The step decay multiplies the learning rate
 by ``decay_gamma`` every ``decay_every`` epochs; both backends set the learning
@@ -24,7 +24,7 @@ import numbers
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
-from tt_common import conventions
+from experiments import conventions
 
 __all__ = ["FLAGS", "OPTIMIZERS", "OptimizerConfig", "named"]
 
@@ -97,7 +97,7 @@ class OptimizerConfig:
                              "not both")
 
     def convention(self, epoch: int = 0):
-        """The :mod:`tt_common.conventions` object for ``epoch``'s learning rate."""
+        """The :mod:`experiments.conventions` object for ``epoch``'s learning rate."""
         lr = self.lr_at(epoch)
         if self.name == "sgd":
             return conventions.SGD(lr, self.momentum)

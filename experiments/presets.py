@@ -123,7 +123,7 @@ class Network:
         """The merge of cores (run lengths) and the direction of each TT layer for a batch of ``batch_size``.
 
         ``product_flops``: the planner's cost per small matrix product (``tt_jax`` on a CPU sets
-        :data:`tt_common.contraction.XLA_CPU_PRODUCT_FLOPS`, ``tt_torch`` 0).
+        :data:`tt_jax._xla_cpu.XLA_CPU_PRODUCT_FLOPS`, ``tt_torch`` 0).
 
         >>> get_preset("tt-tt").tt_plans(100), get_preset("tt-tt").tt_plans(100, product_flops=1e5)
         ((((2, 1, 1, 1), 'rtl'), ((2, 3), 'rtl')), (((2, 1, 2), 'rtl'), ((2, 3), 'rtl')))

@@ -24,8 +24,8 @@ from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir
 from experiments.tables import ablation_table, thesis_table
 from experiments.train import RunConfig
-from tt_common.contraction import XLA_CPU_PRODUCT_FLOPS
-from tt_common.machine import cpu_description
+from tt_jax._xla_cpu import XLA_CPU_PRODUCT_FLOPS
+from experiments.machine import cpu_description
 
 __all__ = ["main", "plot_study", "render", "study_curves"]
 
@@ -214,7 +214,7 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
         "model name differ in speed and in float32 rounding, so a seeded run's metrics can differ between VMs "
         "from the first epoch on (resuming on one VM gives identical results). Rows noted *freed memory retained* "
         "ran with "
-        "`tt_common.retain_freed_memory()` (on by default since 2026-11-28; up to 2.7x faster steps on the "
+        "`experiments.memory.retain_freed_memory()` (on by default since 2026-11-28; up to 2.7x faster steps on the "
         "262,144-wide networks), the others with glibc's default malloc. Runs record how their TT layers merged "
         "cores and in which direction they contracted; a row whose plan differs from today's says so (that "
         "changes the time, not the results). `modes`' `tt-tt-d6` torch ran before plans were recorded, with its "

@@ -8,7 +8,7 @@ from experiments import report, study
 from experiments.data import DataNotFoundError, load_dataset
 from experiments.presets import get_preset
 from experiments.studies import STUDIES, run_dir
-from tt_common.machine import cpu_description, cpu_vector_extension
+from experiments.machine import cpu_description, cpu_vector_extension
 
 
 def test_every_study_run_names_a_preset_of_its_dataset_and_distinct_dirs() -> None:

@@ -100,7 +100,7 @@ def _measure_all(args: argparse.Namespace) -> list[dict]:
     for model in models:
         get_preset(model)  # an unknown name is refused before anything is measured
     retained = retain_freed_memory_for(models)
-    print(f"freed memory retained in the process (tt_common.memory): {'yes' if retained else 'no'}\n")
+    print(f"freed memory retained in the process (experiments.memory): {'yes' if retained else 'no'}\n")
     print(f"| network | backend | device | params | step | eval / 1000 ex. | epoch (est.) | {epochs} epochs (est.) |")
     print("|---|---|---|---:|---:|---:|---:|---:|")
     results = []

@@ -40,8 +40,8 @@ from experiments.optim import OPTIMIZERS, OptimizerConfig, named
 from experiments.presets import PRESETS, get_preset, thesis_network
 from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, check_inits, recipe_config
 from experiments.weights import WEIGHTS_FILES, write_weights
-from tt_common.machine import cpu_model, cpu_vector_extension
-from tt_common.memory import retain_freed_memory, retained
+from experiments.machine import cpu_model, cpu_vector_extension
+from experiments.memory import retain_freed_memory, retained
 
 __all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "config_differences", "main", "train"]
 
@@ -244,7 +244,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "train_time_s": sum(r["epoch_time_s"] for r in rows),
         "cpu": cpu_model(),
         "cpu_simd": cpu_vector_extension(),  # same model name, other SIMD: other speed and rounding
-        "freed_memory_retained": retained(),  # see tt_common.memory: it changes the times, not the results
+        "freed_memory_retained": retained(),  # see experiments.memory: it changes the times, not the results
         "tt_directions": list(spec.tt_directions()),  # the contraction order changes the times, not the results
         "tt_plans": [[list(groups), direction] for groups, direction in backend.tt_plans(config.batch_size)],
     }
@@ -524,7 +524,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def retain_freed_memory_for(models: list[str]) -> bool:
-    """:func:`tt_common.memory.retain_freed_memory`, unless a float32 parameter of ``models`` is too large for it.
+    """:func:`experiments.memory.retain_freed_memory`, unless a float32 parameter of ``models`` is too large for it.
 
     The training CLIs call it first thing; ``$TT_RETAIN_MEMORY=0`` turns it off.
     """

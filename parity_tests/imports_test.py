@@ -8,13 +8,21 @@ import sys
 import pytest
 
 CASES = {
-    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_common.transfer, tt_common.conventions",
+    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_torch.functional, tt_common.transfer",
                  ("jax", "jaxlib", "flax", "optax")),
-    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_common.transfer, tt_common.conventions",
+    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_jax.functional, tt_common.transfer",
                ("torch",)),
-    "tt_common": ("import tt_common, tt_common.transfer, tt_common.conventions",
+    "tt_common": ("import tt_common, tt_common.transfer, tt_common.decomposition",
                   ("jax", "torch", "safetensors")),
 }  # fmt: skip
+
+# What each package exposes: the TT layers, initializers, the functional API, transfer and reports.
+PUBLIC = {
+    "tt_jax": ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
+               "transfer"],
+    "tt_torch": ["TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
+                 "transfer"],
+}
 
 
 @pytest.mark.parametrize("package", list(CASES))
@@ -23,3 +31,11 @@ def test_package_does_not_import_the_other_framework(package: str) -> None:
     check = f"import sys; {statement}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", f"{package} imported {result.stdout.strip()}"
+
+
+@pytest.mark.parametrize("package", list(PUBLIC))
+def test_public_surface_is_the_tt_library_only(package: str) -> None:
+    module = __import__(package)
+    assert sorted(module.__all__) == PUBLIC[package]
+    assert sorted(module.functional.__all__) == ["TTMatrix", "from_dense", "matmul", "plan", "round", "to_dense",
+                                                 "tt_linear"]

@@ -122,7 +122,7 @@ def torch_outputs(case: Case, weights: dict, x: np.ndarray, g: np.ndarray, dtype
     """The same for the torch layer (autograd)."""
     s = case.shape
     layer = tt_torch.TTLinear(
-        s.in_modes, s.out_modes, s.ranks, use_bias=case.use_bias, direction=case.direction, dtype=dtype
+        s.in_modes, s.out_modes, s.ranks, bias=case.use_bias, direction=case.direction, dtype=dtype
     )
     torch_transfer.load(layer, weights)
     x_t = torch.tensor(x, requires_grad=True)

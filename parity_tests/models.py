@@ -19,7 +19,7 @@ from torch import nn
 import tt_jax
 import tt_torch
 from parity_tests.helpers import batch_norm_eval
-from tt_common.conventions import torch_bn_momentum
+from experiments.conventions import torch_bn_momentum
 from tt_common.reference import tt_matmul_reference
 
 IN_FEATURES, CLASSES = 24, 5
@@ -32,8 +32,8 @@ HIDDEN = (12, 8)
 class JaxNet(nnx.Module):
     def __init__(self, *, param_dtype=jnp.float32, dropout: float = 0.3, bn_momentum: float = 0.99, rngs: nnx.Rngs):
         kw = {"param_dtype": param_dtype, "rngs": rngs}
-        norm = tt_jax.BatchNorm(HIDDEN[0], momentum=bn_momentum, **kw)
-        # tt_jax.BatchNorm (as nnx.BatchNorm) keeps its running statistics in float32 whatever param_dtype; torch keeps
+        norm = nnx.BatchNorm(HIDDEN[0], momentum=bn_momentum, **kw)
+        # nnx.BatchNorm keeps its running statistics in float32 whatever param_dtype; torch keeps
         # them in the parameter dtype. Match torch, so float64 training parity is float64-tight.
         norm.mean.set_value(norm.mean[...].astype(param_dtype))
         norm.var.set_value(norm.var[...].astype(param_dtype))
@@ -56,11 +56,11 @@ class JaxNet(nnx.Module):
 
 class TorchNet(nn.Module):
     def __init__(self, *, dtype=torch.float32, dropout: float = 0.3, bn_momentum: float = 0.99):
-        """``bn_momentum`` in Flax's convention (mapped with :func:`tt_common.conventions.torch_bn_momentum`)."""
+        """``bn_momentum`` in Flax's convention (mapped with :func:`experiments.conventions.torch_bn_momentum`)."""
         super().__init__()
         self.layers = nn.ModuleList(
             [
-                tt_torch.TTLinear(*TT_BODY, use_bias=False, dtype=dtype),
+                tt_torch.TTLinear(*TT_BODY, bias=False, dtype=dtype),
                 nn.BatchNorm1d(HIDDEN[0], momentum=torch_bn_momentum(bn_momentum), dtype=dtype),
                 nn.Dropout(dropout),
                 nn.Linear(*HIDDEN, dtype=dtype),

@@ -2,12 +2,12 @@
 
 The network is :class:`parity_tests.models.JaxNet` / ``TorchNet`` in training mode
 (batch norm on batch statistics; dropout off, since the two frameworks draw
-different masks). Hyperparameters go through :mod:`tt_common.conventions`; the
+different masks). Hyperparameters go through :mod:`experiments.conventions`; the
 test uses a large Adam ``eps`` and non-default betas, so a wrong mapping (``eps``
 inside the root, swapped betas) changes the parameters by far more than the
 tolerance. After ``k`` steps every parameter must agree, relative to how far it
 moved; running means agree the same way, running variances after torch's
-unbiased correction (:func:`tt_common.conventions.torch_running_var`).
+unbiased correction (:func:`experiments.conventions.torch_running_var`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from flax import nnx
 
 from parity_tests.helpers import TRAIN_FLOAT32_RTOL, TRAIN_FLOAT64_RTOL, check_close, check_normwise, normwise_err
 from parity_tests.models import CLASSES, IN_FEATURES, JaxNet, TorchNet
-from tt_common.conventions import SGD, Adam, torch_running_var
+from experiments.conventions import SGD, Adam, torch_running_var
 from tt_jax import transfer as jax_transfer
 from tt_torch import transfer as torch_transfer
 

@@ -1,4 +1,5 @@
-"""Framework-neutral core of tensor-train layers: shapes, FLOPs, initialization rule, NumPy reference.
+"""Framework-neutral core of tensor-train layers: shapes, factorization, FLOPs, the TT algorithms, init rule,
+NumPy reference, transfer naming.
 
 Imports neither JAX nor PyTorch, so that ``tt_torch`` users never load JAX and vice versa.
 """
@@ -14,8 +15,8 @@ from tt_common.contraction import (
 )
 from tt_common.factorize import factorizations, factorize, suggest_shape
 from tt_common.init import core_std, target_variance
-from tt_common.memory import retain_freed_memory
-from tt_common.reference import TTDecomposition, tt_matmul_reference, tt_round, tt_svd, tt_to_dense
+from tt_common.decomposition import TTDecomposition
+from tt_common.reference import tt_matmul_reference, tt_round, tt_svd, tt_to_dense
 from tt_common.report import LayerReport, dense_layer_report, format_report, tt_layer_report
 from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, normalize_ranks, validate_modes
 
@@ -37,7 +38,6 @@ __all__ = [
     "max_ranks",
     "normalize_ranks",
     "reconstruction_flops",
-    "retain_freed_memory",
     "suggest_shape",
     "target_variance",
     "tt_layer_report",

@@ -50,7 +50,6 @@ from typing import Any, Literal
 from tt_common.shapes import TTMatrixShape, check_input_features, check_input_ndim
 
 __all__ = [
-    "XLA_CPU_PRODUCT_FLOPS",
     "Direction",
     "broadcast_core_elements",
     "choose_direction",
@@ -69,14 +68,6 @@ __all__ = [
 
 Direction = Literal["ltr", "rtl"]
 Permute = Callable[[Any, tuple[int, ...]], Any]
-
-# The planner's cost (in FLOPs, about 1 us on our CPU) of each small matrix product of a broadcast step under
-# XLA:CPU, whose batched dot runs them one by one, where torch's bmm hands them to one batched GEMM. Fitted on
-# the grouping probe (benchmarks/proposals/README.md section 11): any value from 3e4 to 1e5 picks plans within
-# 3% of the fastest measured JAX training step (in the layer's direction) on the four large benchmark layers
-# at batches 1, 100 and 1000; 0 leaves 25088-4096 1.33-1.37x slower at batches 100 and 1000.
-XLA_CPU_PRODUCT_FLOPS = 1e5
-
 
 def contraction_flops(shape: TTMatrixShape, batch_size: int, direction: Direction) -> list[int]:
     """FLOPs (multiply and add counted separately) of each step of the product.
@@ -305,7 +296,7 @@ def layer_plan(
     The layer's direction (``direction``, or :func:`choose_direction` when ``None``: the layers' ``"auto"``) is
     fixed first, then :func:`plan_groups` finds the merge of least cost in it. One rule for ``tt_jax``,
     ``tt_torch`` and the experiments' record of what a run contracted with; ``product_flops`` is
-    :data:`XLA_CPU_PRODUCT_FLOPS` for ``tt_jax`` on a CPU, else 0.
+    each backend's own cost per small product (``tt_jax`` sets it on XLA:CPU only; ``tt_torch`` 0).
 
     >>> shape = TTMatrixShape.create((2, 2, 7, 7, 2, 2), (8, 8, 8, 8, 8, 8), 4)
     >>> layer_plan(shape, 100), layer_plan(shape, 0, "ltr")
@@ -348,7 +339,7 @@ def plan_cost(
     of the broadcast steps (:func:`small_products`). ``flops_per_byte`` is the machine balance (matmul FLOP/s
     over memory bytes/s: about 10 on a CPU, 15 on an H100). ``product_flops`` is 0 for libraries that hand the
     broadcast steps to one batched GEMM call (torch's ``bmm``); XLA:CPU pays per product
-    (:data:`XLA_CPU_PRODUCT_FLOPS`).
+    (``tt_jax._xla_cpu.XLA_CPU_PRODUCT_FLOPS``, which only ``tt_jax`` on a CPU passes).
 
     >>> shape = TTMatrixShape.create((2, 3), (4, 5), ranks=2)
     >>> plan_cost(shape, 1, (1, 1), "ltr", step_flops=0)  # 336 FLOPs + 10 x 4 x (6 + 24 + 24 + 20) bytes

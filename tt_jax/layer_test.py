@@ -39,52 +39,6 @@ class ForwardTest(chex.TestCase):
                 np.testing.assert_allclose(y, tt_matmul_reference(x, cores, bias), rtol=FLOAT64_RTOL)
 
 
-@pytest.mark.parametrize("broadcast", [True, False], ids=["broadcast-core", "transposed-result"])
-def test_both_forms_of_a_step_match_numpy_with_gradients(broadcast: bool, monkeypatch) -> None:
-    """Each step's ``(1, p, q) @ (B, q, s)`` in either form, and its VJP, against float64 NumPy."""
-    from tt_jax import layer as layer_module
-
-    monkeypatch.setattr(layer_module, "_broadcast_is_cheaper", lambda *shape: broadcast)
-    rng = np.random.default_rng(0)
-    a, b, g = rng.standard_normal((1, 5, 3)), rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 5, 2))
-    out, pullback = jax.vjp(layer_module._matmul, jnp.asarray(a), jnp.asarray(b))
-    grad_a, grad_b = pullback(jnp.asarray(g))
-    chex.assert_shape((out, grad_a, grad_b), ((4, 5, 2), (1, 5, 3), (4, 3, 2)))
-    np.testing.assert_allclose(out, np.einsum("pq,bqs->bps", a[0], b), rtol=FLOAT64_RTOL)
-    np.testing.assert_allclose(grad_a[0], np.einsum("bps,bqs->pq", g, b), rtol=FLOAT64_RTOL)
-    np.testing.assert_allclose(grad_b, np.einsum("pq,bps->bqs", a[0], g), rtol=FLOAT64_RTOL)
-
-
-def test_broadcast_step_has_forward_mode_and_second_derivatives() -> None:
-    """The broadcast form's custom JVP: a tangent in either argument or both, and derivatives of gradients."""
-    from tt_jax import layer as layer_module
-
-    rng = np.random.default_rng(1)
-    core, d_core = rng.standard_normal((5, 3)), rng.standard_normal((5, 3))
-    state, d_state = rng.standard_normal((4, 3, 2)), rng.standard_normal((4, 3, 2))
-    ours = layer_module._broadcast_product
-
-    def plain(core, state):
-        return jnp.einsum("pq,bqs->bps", core, state)
-
-    for primals, tangents in [((core, state), (d_core, d_state)), ((core, state), (d_core, np.zeros_like(state))),
-                              ((core, state), (np.zeros_like(core), d_state))]:
-        np.testing.assert_allclose(jax.jvp(ours, primals, tangents)[1], jax.jvp(plain, primals, tangents)[1],
-                                   rtol=FLOAT64_RTOL)
-    np.testing.assert_allclose(jax.jvp(lambda s: ours(core, s), (state,), (d_state,))[1],
-                               np.einsum("pq,bqs->bps", core, d_state), rtol=FLOAT64_RTOL)
-    np.testing.assert_allclose(jax.jvp(lambda c: ours(c, state), (core,), (d_core,))[1],
-                               np.einsum("pq,bqs->bps", d_core, state), rtol=FLOAT64_RTOL)
-
-    def hessian_vector_product(f):
-        grad = jax.grad(lambda c, s: jnp.sum(jnp.sin(f(c, s))), argnums=(0, 1))
-        return jax.jvp(grad, (core, state), (d_core, d_state))[1]
-
-    chex.assert_trees_all_close(hessian_vector_product(ours), hessian_vector_product(plain), rtol=FLOAT64_RTOL)
-    chex.assert_trees_all_close(jax.hessian(lambda c: jnp.sum(jnp.sin(ours(c, state))))(core),
-                                jax.hessian(lambda c: jnp.sum(jnp.sin(plain(c, state))))(core), rtol=FLOAT64_RTOL)
-
-
 def test_jit_and_eager_agree_in_float32() -> None:
     layer = _layer(param_dtype=jnp.float32)
     x = jax.random.normal(jax.random.key(1), (4, 24), jnp.float32)
@@ -263,3 +217,68 @@ def test_a_0d_input_or_nan_kernel_is_refused() -> None:
         TTLinear.from_dense(kernel, IN_MODES, OUT_MODES)
     with pytest.raises(ValueError, match="max_rank must be None, a positive integer"):
         TTLinear.from_dense(np.ones((24, 6)), IN_MODES, OUT_MODES, max_rank=2.5)
+
+def test_from_linear_keeps_kernel_bias_and_settings() -> None:
+    dense = nnx.Linear(24, 6, param_dtype=jnp.float64, precision=jax.lax.Precision.HIGHEST,
+                       bias_init=nnx.initializers.normal(1.0), rngs=nnx.Rngs(0))
+    layer = TTLinear.from_linear(dense, IN_MODES, OUT_MODES)  # exact: largest useful ranks
+    assert layer.param_dtype == jnp.float64 and layer.precision == jax.lax.Precision.HIGHEST
+    np.testing.assert_array_equal(layer.bias[...], dense.bias[...])
+    x = jax.random.normal(jax.random.key(0), (7, 24), jnp.float64)
+    np.testing.assert_allclose(layer(x), dense(x), rtol=1e-10, atol=1e-12)
+    no_bias = TTLinear.from_linear(nnx.Linear(24, 6, use_bias=False, rngs=nnx.Rngs(0)), IN_MODES, OUT_MODES,
+                                   max_rank=2)
+    assert no_bias.bias is None and no_bias.cores[0].dtype == jnp.float32 and max(no_bias.ranks) == 2
+    with pytest.raises(ValueError, match="must be an nnx.Linear"):
+        TTLinear.from_linear(nnx.BatchNorm(4, rngs=nnx.Rngs(0)), IN_MODES, OUT_MODES)
+
+
+def test_round_keeps_every_setting_it_lists() -> None:
+    def promote(arrays, dtype):
+        return nnx.nn.dtypes.promote_dtype(arrays, dtype=dtype)
+
+    layer = _layer(dtype=jnp.float32, precision=jax.lax.Precision.HIGHEST, promote_dtype=promote,
+                   cores_metadata={"out_sharding": None}, bias_metadata={"tag": "b"})
+    small = layer.round(max_rank=1)
+    assert small.ranks == (1, 1, 1, 1)
+    for name in ("use_bias", "dtype", "param_dtype", "precision", "dot_general", "promote_dtype",
+                 "preferred_element_type", "cores_init", "bias_init", "cores_metadata", "bias_metadata"):
+        assert getattr(small, name) == getattr(layer, name), name
+    assert small.cores[0].dtype == jnp.float64 and small.bias.tag == "b"
+    np.testing.assert_array_equal(small.bias[...], layer.bias[...])
+
+
+def test_hooks_metadata_and_stored_initializers() -> None:
+    calls = []
+
+    def dot_general(*args, **kwargs):
+        calls.append(kwargs.get("preferred_element_type"))
+        return jax.lax.dot_general(*args, **kwargs)
+
+    layer = _layer(dot_general=dot_general, preferred_element_type=jnp.float64, cores_metadata={"tag": "core"})
+    x = jnp.ones((4, 24), jnp.float64)
+    np.testing.assert_allclose(layer(x), _layer()(x), rtol=FLOAT64_RTOL)
+    assert calls and set(calls) == {jnp.float64}  # every product goes through the hook
+    assert all(c.tag == "core" for c in layer.cores)
+    assert layer.cores_init is not None and layer.bias_init is not None
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_computation_dtype_apart_from_param_dtype(dtype) -> None:
+    """``dtype`` != ``param_dtype``: output and input gradient in ``dtype``, parameter gradients in ``param_dtype``."""
+    layer = TTLinear(IN_MODES, OUT_MODES, RANKS, dtype=dtype, rngs=nnx.Rngs(0))
+    x = jnp.ones((4, 24), dtype)
+    y = layer(x)
+    grads, x_grad = nnx.grad(lambda m, x: m(x).astype(jnp.float32).sum(), argnums=(0, 1))(layer, x)
+    assert y.dtype == dtype and x_grad.dtype == dtype
+    assert all(g.dtype == jnp.float32 for g in jax.tree.leaves(grads))
+    low = TTLinear(IN_MODES, OUT_MODES, RANKS, param_dtype=dtype, rngs=nnx.Rngs(0))  # params and computation
+    grads = nnx.grad(lambda m: m(x).astype(jnp.float32).sum())(low)
+    assert low(x).dtype == dtype and all(g.dtype == dtype for g in jax.tree.leaves(grads))
+
+
+def test_from_features_uses_the_suggested_shape() -> None:
+    from tt_common import suggest_shape
+
+    layer = TTLinear.from_features(784, 1024, 4, d=3, rngs=nnx.Rngs(0))
+    assert layer.shape == suggest_shape(784, 1024, 3, 4)

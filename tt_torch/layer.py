@@ -1,8 +1,7 @@
-"""``TTLinear``: a drop-in for ``nn.Linear`` whose weight matrix is stored in the TT format."""
+"""``TTLinear``: a drop-in for ``nn.Linear`` whose weight matrix is stored in the TT format, over :mod:`tt_torch.functional`."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -10,9 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tt_common.contraction import Direction, choose_direction, layer_plan, tt_matmul
-from tt_common.reference import TTDecomposition, tt_round, tt_svd
+from tt_common.contraction import Direction, choose_direction
+from tt_common.factorize import suggest_shape
 from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_dtype
+from tt_torch import functional
+from tt_torch.functional import TTMatrix
 from tt_torch.initializers import CoresInitializer, lecun_normal
 
 __all__ = ["TTLinear"]
@@ -21,27 +22,6 @@ default_cores_init = lecun_normal()
 default_bias_init = nn.init.zeros_
 
 ArrayLike = torch.Tensor | np.ndarray
-
-
-def _permute(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-    return tensor.permute(*axes)
-
-
-def _matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b``, with a broadcast ``(1, p, q) @ (B, q, s)`` made one ``bmm`` over an expanded view.
-
-    ``torch.matmul`` folds that case into a ``(B s, q) @ (q, p)`` product whose result
-    is a transposed view: a full copy of the (large) output later, about 3x slower here.
-    """
-    if a.dim() == 3 and b.dim() == 3 and a.shape[0] == 1 and b.shape[0] != 1:
-        return torch.bmm(a.expand(b.shape[0], -1, -1), b)
-    return a @ b
-
-
-def _float64_numpy(array: ArrayLike) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
-        return array.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(array, dtype=np.float64)
 
 
 class TTLinear(TTShapeProperties, nn.Module):
@@ -79,7 +59,7 @@ class TTLinear(TTShapeProperties, nn.Module):
       out_modes: factors ``n_1..n_d`` of the output size ``N``.
       ranks: an int (every inner rank) or the full ``(1, r_1, ..., r_{d-1}, 1)``;
         clipped to the largest useful ranks as in JAX (``layer.ranks``).
-      use_bias: whether to add a bias (default: True).
+      bias: whether to add a bias (default: True), as ``nn.Linear``'s keyword.
       cores_init: a TT initializer (see :mod:`tt_torch.initializers`). The
         default, LeCun normal, gives ``W`` the variance ``1 / M`` of Flax's
         default kernel, as :class:`tt_jax.TTLinear` does. This is *not*
@@ -100,7 +80,7 @@ class TTLinear(TTShapeProperties, nn.Module):
         out_modes: Sequence[int],
         ranks: int | Sequence[int],
         *,
-        use_bias: bool = True,
+        bias: bool = True,
         cores_init: CoresInitializer = default_cores_init,
         bias_init: Callable[[torch.Tensor], Any] = default_bias_init,
         direction: Literal["auto", "ltr", "rtl"] = "auto",
@@ -112,12 +92,11 @@ class TTLinear(TTShapeProperties, nn.Module):
         if direction not in ("auto", "ltr", "rtl"):
             raise ValueError(f"direction must be 'auto', 'ltr' or 'rtl', got {direction!r}")
         self.direction: Direction = choose_direction(self.shape) if direction == "auto" else direction
-        self.use_bias = use_bias
         self.cores_init = cores_init
         self.bias_init = bias_init
         factory = {"device": device, "dtype": dtype}
         self.cores = nn.ParameterList([nn.Parameter(torch.empty(s, **factory)) for s in self.shape.core_shapes])
-        if use_bias:
+        if bias:
             self.bias = nn.Parameter(torch.empty(self.shape.out_features, **factory))
         else:
             self.register_parameter("bias", None)
@@ -142,20 +121,17 @@ class TTLinear(TTShapeProperties, nn.Module):
         """
         if not torch.is_autocast_enabled(input.device.type):
             check_input_dtype(input.dtype, self.cores[0].dtype)
-        groups, direction = self.plan(math.prod(input.shape[:-1]))
-        y = tt_matmul(input, list(self.cores), self.shape, direction, permute=_permute, matmul=_matmul, groups=groups)
-        return y if self.bias is None else y + self.bias
+        return functional.tt_linear(input, list(self.cores), self.bias, shape=self.shape, direction=self.direction)
 
     def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
         """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.
 
-        The forward pass contracts with this plan. From :func:`tt_common.contraction.layer_plan` (torch's
-        ``bmm`` needs no cost per small product).
+        The forward pass contracts with this plan (:func:`tt_torch.functional.plan`).
 
         >>> TTLinear((2, 7, 8, 8, 7, 4), (4, 4, 4, 4, 4, 4), 4).plan(100)
         ((2, 1, 1, 2), 'rtl')
         """
-        return layer_plan(self.shape, batch_size, self.direction)
+        return functional.plan(self.shape, batch_size, self.direction)
 
     def extra_repr(self) -> str:
         return (
@@ -164,11 +140,26 @@ class TTLinear(TTShapeProperties, nn.Module):
             f"direction={self.direction!r}"
         )
 
+    def tt_matrix(self) -> TTMatrix:
+        """The cores as a :class:`tt_torch.functional.TTMatrix` value (the parameters themselves, not copies)."""
+        return TTMatrix(list(self.cores), self.shape)
+
     def to_dense(self) -> torch.Tensor:
         """The dense weight in ``nn.Linear``'s ``(out, in)`` layout, differentiable."""
-        cores = list(self.cores)
-        eye = torch.eye(self.in_features, dtype=cores[0].dtype, device=cores[0].device)
-        return tt_matmul(eye, cores, self.shape, self.direction, permute=_permute, matmul=_matmul).T
+        return functional.to_dense(self.tt_matrix()).T
+
+    @classmethod
+    def from_features(
+        cls, in_features: int, out_features: int, ranks: int, *, d: int, **kwargs: Any
+    ) -> TTLinear:
+        """An ``in_features -> out_features`` layer of ``d`` cores, modes from :func:`tt_common.suggest_shape`.
+
+        >>> layer = TTLinear.from_features(1024, 256, 4, d=4)
+        >>> layer.in_features, layer.out_features, layer.shape.d
+        (1024, 256, 4)
+        """
+        shape = suggest_shape(in_features, out_features, d, ranks)
+        return cls(shape.in_modes, shape.out_modes, shape.ranks, **kwargs)
 
     @classmethod
     def from_dense(
@@ -179,27 +170,31 @@ class TTLinear(TTShapeProperties, nn.Module):
         *,
         max_rank: int | Sequence[int] | None = None,
         rtol: float | None = None,
-        bias: ArrayLike | None = None,
+        bias: ArrayLike | bool = True,
         **kwargs: Any,
     ) -> TTLinear:
-        """A layer whose cores are the TT-SVD (float64) of ``weight``, shape ``(N, M)`` as ``nn.Linear.weight``.
+        """A layer whose cores are the TT-SVD (:func:`tt_torch.functional.from_dense`) of ``weight`` ``(N, M)``.
 
-        ``max_rank`` and/or ``rtol`` truncate as in :func:`tt_common.tt_svd`
-        (both ``None``: exact). ``bias`` (default zeros when ``use_bias``)
-        becomes the layer's bias. Other keywords (``device``, ``dtype``, ...)
-        go to the constructor.
+        ``weight`` is in ``nn.Linear``'s ``(out, in)`` layout; the decomposition runs on its device, in its
+        dtype. ``max_rank`` and/or ``rtol`` truncate (both ``None``: exact). ``bias``: a tensor (the layer's
+        bias), ``True`` (zeros) or ``False`` (no bias). Other keywords (``device``, ``dtype``, ...) go to the
+        constructor; by default the layer takes ``weight``'s device and dtype.
 
         >>> import torch
         >>> weight = torch.randn(9, 16, dtype=torch.float64)
-        >>> layer = TTLinear.from_dense(weight, (4, 4), (3, 3), dtype=torch.float64)
-        >>> layer.ranks, torch.allclose(layer.to_dense(), weight)
-        ((1, 12, 1), True)
+        >>> layer = TTLinear.from_dense(weight, (4, 4), (3, 3))
+        >>> layer.ranks, layer.cores[0].dtype, torch.allclose(layer.to_dense(), weight)
+        ((1, 12, 1), torch.float64, True)
         """
         shape = TTMatrixShape.create(in_modes, out_modes, 1)
         shape.check_kernel(tuple(weight.shape), layout="(out, in)")
-        kernel = _float64_numpy(weight).T
-        decomposition = tt_svd(kernel, shape.in_modes, shape.out_modes, max_rank=max_rank, rtol=rtol)
-        return cls._from_decomposition(decomposition, bias, **kwargs)
+        if not isinstance(bias, bool):
+            shape.check_bias(tuple(bias.shape))
+        weight = torch.as_tensor(weight)
+        kwargs.setdefault("device", weight.device)
+        kwargs.setdefault("dtype", weight.dtype)
+        tt = functional.from_dense(weight.detach().T, shape.in_modes, shape.out_modes, max_rank=max_rank, rtol=rtol)
+        return cls._from_tt_matrix(tt, bias, **kwargs)
 
     @classmethod
     def from_linear(
@@ -221,16 +216,15 @@ class TTLinear(TTShapeProperties, nn.Module):
         ((1, 4, 1), torch.float64, True)
         """
         if not isinstance(linear, nn.Linear):
-            raise ValueError(f"from_linear expects an nn.Linear, got {type(linear).__name__}")
-        kwargs.setdefault("device", linear.weight.device)
-        kwargs.setdefault("dtype", linear.weight.dtype)
-        kwargs.setdefault("use_bias", linear.bias is not None)
-        return cls.from_dense(
-            linear.weight, in_modes, out_modes, max_rank=max_rank, rtol=rtol, bias=linear.bias, **kwargs
-        )
+            raise ValueError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        bias = False if linear.bias is None else linear.bias
+        return cls.from_dense(linear.weight, in_modes, out_modes, max_rank=max_rank, rtol=rtol, bias=bias, **kwargs)
 
     def round(self, *, max_rank: int | Sequence[int] | None = None, rtol: float | None = None) -> TTLinear:
-        """A new layer with lower TT-ranks (TT rounding in float64), same bias and settings.
+        """A new layer with lower TT-ranks (:func:`tt_torch.functional.round`), same bias and settings.
+
+        Settings kept: the bias (its values), ``cores_init``, ``bias_init``, the device and the dtype. The
+        direction is chosen again (``"auto"``) for the new ranks.
 
         >>> import torch
         >>> layer = TTLinear((4, 4), (3, 3), 9, dtype=torch.float64)
@@ -238,34 +232,27 @@ class TTLinear(TTShapeProperties, nn.Module):
         >>> small.ranks, small.cores[0].dtype
         ((1, 2, 1), torch.float64)
         """
-        cores = [_float64_numpy(c) for c in self.cores]
         first = self.cores[0]
-        return self._from_decomposition(
-            tt_round(cores, max_rank=max_rank, rtol=rtol),
-            None if self.bias is None else self.bias.detach(),
-            use_bias=self.use_bias,
-            cores_init=self.cores_init,
-            bias_init=self.bias_init,
-            device=first.device,
-            dtype=first.dtype,
-        )
+        with torch.no_grad():
+            tt = functional.round(self.tt_matrix(), max_rank=max_rank, rtol=rtol)
+        return self._from_tt_matrix(tt, False if self.bias is None else self.bias,
+                                    cores_init=self.cores_init, bias_init=self.bias_init,
+                                    device=first.device, dtype=first.dtype)
 
     @classmethod
-    def _from_decomposition(
-        cls, decomposition: TTDecomposition, bias: ArrayLike | None, **kwargs: Any
-    ) -> TTLinear:
-        shape = decomposition.shape
-        shape.check_bias(None if bias is None else bias.shape, kwargs.get("use_bias", True))
+    def _from_tt_matrix(cls, tt: TTMatrix, bias: ArrayLike | bool, **kwargs: Any) -> TTLinear:
+        """A layer holding ``tt``'s cores and ``bias`` (a tensor, or ``True`` for zeros); nothing is drawn."""
         device = kwargs.pop("device", None)
         device = torch.get_default_device() if device is None else device
         # Built on the meta device: no random draws, then filled with the decomposition.
-        layer = cls(shape.in_modes, shape.out_modes, shape.ranks, device="meta", **kwargs).to_empty(device=device)
+        layer = cls(tt.in_modes, tt.out_modes, tt.ranks, bias=bias is not False, device="meta", **kwargs)
+        layer = layer.to_empty(device=device)
         with torch.no_grad():
-            for param, core in zip(layer.cores, decomposition.cores):
-                param.copy_(torch.from_numpy(core))
-            if layer.bias is not None:
-                if bias is None:
+            for param, core in zip(layer.cores, tt.cores):
+                param.copy_(core)
+            if isinstance(bias, bool):
+                if layer.bias is not None:
                     layer.bias.zero_()
-                else:
-                    layer.bias.copy_(torch.as_tensor(bias))
+            else:
+                layer.bias.copy_(torch.as_tensor(bias))
         return layer

@@ -17,6 +17,6 @@ def test_compression_report_of_a_model() -> None:
 
 
 def test_rows_follow_module_names_and_flops() -> None:
-    model = nn.ModuleDict({"body": nn.ModuleList([TTLinear((2, 3), (4, 5), 2, use_bias=False)])})
+    model = nn.ModuleDict({"body": nn.ModuleList([TTLinear((2, 3), (4, 5), 2, bias=False)])})
     (row,) = layer_reports(model)
     assert row.name == "body.0" and row.params == 2 * 4 * 2 + 2 * 3 * 5 and row.flops == 280  # rtl, see flop_table

@@ -14,7 +14,7 @@ from tt_torch import TTLinear, transfer
 
 def _layers() -> nn.Sequential:
     return nn.Sequential(
-        TTLinear((2, 3), (2, 2), 2, use_bias=False), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 3)
+        TTLinear((2, 3), (2, 2), 2, bias=False), nn.BatchNorm1d(4), nn.ReLU(), nn.Dropout(0.5), nn.Linear(4, 3)
     )
 
 

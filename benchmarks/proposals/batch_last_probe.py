@@ -11,7 +11,7 @@ error against the first candidate. Run from the repository root on a quiet machi
     python -m benchmarks.proposals.batch_last_probe 32768-8192,25088-4096 100 5
 
 Arguments: comma-separated layer names of ``benchmarks.layers``, the batch size, the rounds. For the rows with
-freed memory retained, set ``GLIBC_TUNABLES`` as ``tt_common.memory.GLIBC_TUNABLES`` gives it.
+freed memory retained, set ``GLIBC_TUNABLES`` as ``experiments.memory.GLIBC_TUNABLES`` gives it.
 """
 import functools
 import sys

@@ -26,8 +26,8 @@ import numpy as np
 
 from benchmarks import timing
 from benchmarks.layers import LayerConfig, get
+from tt_jax._xla_cpu import XLA_CPU_PRODUCT_FLOPS
 from tt_common.contraction import (
-    XLA_CPU_PRODUCT_FLOPS,
     Direction,
     _plans,
     layer_plan,

@@ -4,7 +4,7 @@ On ``25088-4096``, ``32768-8192`` and ``3072-32768`` at batch 100/1000 a step mu
 core into thousands of ``(q, s)`` slices of the state; JAX trails torch there. This times, per step shape
 (interleaved, median of 7), the forward and the forward with its VJP of:
 
-- ``broadcast``: the library's form (``tt_jax.layer._matmul``: a batched ``dot_general`` over the broadcast core),
+- ``broadcast``: the library's form (``tt_jax.functional._matmul``: a batched ``dot_general`` over the broadcast core),
   differentiated by JAX;
 - ``reduce``: ``sum(core[None, :, :, None] * state[:, None], axis=2)``, a multiply-reduce fusion;
 - ``transposed``: the library's other form (``_matmul`` with its rule forced: one plain dot, transposed result);
@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-import tt_jax.layer as tt_layer
+import tt_jax.functional as tt_layer
 from benchmarks.jax_step_forms import FORMS as LIBRARY_RULES, _interleaved_medians
 from benchmarks.timing import measure
 
@@ -39,7 +39,7 @@ SHAPES = [  # (p, q, outer, s): core (p, q), state (outer, q, s); the first seve
 
 
 def _library_step(form: str):
-    """``tt_jax.layer._matmul`` of the core and the state with its rule forced to ``form``."""
+    """``tt_jax.functional._matmul`` of the core and the state with its rule forced to ``form``."""
 
     def step(core, state):
         with mock.patch.object(tt_layer, "_broadcast_is_cheaper", LIBRARY_RULES[form]):  # applies while tracing

@@ -5,13 +5,19 @@ SGD momentum for MNIST) with their own jitted training steps, traces the second 
 (``--baseline``), then times them interleaved on the same real batches (batch 100, freed memory retained as in
 the experiments), after two untimed rounds. Run from the repository root on a quiet machine::
 
-    python -m benchmarks.proposals.network_ab --model cifar-4tt-fc-146k --baseline broadcast-autodiff --rounds 42
+    python -m benchmarks.proposals.network_ab --model tt-tt --baseline all-plain --rounds 12 --blocks 3
 
 Baselines:
 
-- ``broadcast-autodiff``: ``tt_jax``'s broadcast step differentiated by plain autodiff, not by its custom JVP
-  (``proposals/README.md`` section 13);
-- ``nnx-dropout``: the networks' dropout as ``nnx.Dropout`` instead of ``tt_jax.Dropout`` (section 13).
+- ``plain-bias``: the TT layers' bias added by plain broadcasting, not ``tt_jax._xla_cpu.broadcast_rows``;
+- ``nnx-batchnorm``: ``nnx.BatchNorm`` instead of ``experiments.nnx_layers.BatchNorm``;
+- ``always-broadcast``: every broadcast step as the broadcast-core ``dot_general`` (no transposed-result form);
+- ``all-plain``: the first two together (no XLA:CPU workaround left in the networks).
+
+The custom JVP of the broadcast step and the 16-bit dropout masks were measured with this probe (baselines
+``broadcast-autodiff`` and ``nnx-dropout``, now removed with them): ``docs/performance.md``.
+
+``--blocks`` repeats the interleaved rounds that many times and prints each block's medians and their ratio.
 """
 
 from __future__ import annotations
@@ -23,32 +29,38 @@ import time
 from collections.abc import Iterator
 from unittest import mock
 
-BASELINES = ("broadcast-autodiff", "nnx-dropout")
+BASELINES = ("plain-bias", "nnx-batchnorm", "always-broadcast", "all-plain")
 
 
 @contextlib.contextmanager
 def undone(baseline: str) -> Iterator[None]:
     """A context in which ``tt_jax`` runs without the change ``baseline`` names."""
+    import jax.numpy as jnp
     from flax import nnx
 
-    import tt_jax
-    from tt_jax import layer
+    from experiments import nnx_layers
+    from tt_jax import _xla_cpu, functional
 
-    if baseline == "broadcast-autodiff":  # the same product without its custom JVP: plain autodiff
-        with mock.patch.object(layer, "_broadcast_product", layer._broadcast_product.fun):
-            yield
-    elif baseline == "nnx-dropout":
-        with mock.patch.object(tt_jax, "Dropout", nnx.Dropout):
-            yield
-    else:
+    patches = {
+        "plain-bias": [(_xla_cpu, "broadcast_rows", jnp.broadcast_to)],
+        "nnx-batchnorm": [(nnx_layers, "BatchNorm", nnx.BatchNorm)],
+        "always-broadcast": [(functional, "_broadcast_is_cheaper", lambda *shape: True)],
+    }
+    patches["all-plain"] = patches["plain-bias"] + patches["nnx-batchnorm"]
+    if baseline not in patches:
         raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
+    with contextlib.ExitStack() as stack:
+        for target, name, value in patches[baseline]:
+            stack.enter_context(mock.patch.object(target, name, value))
+        yield
 
 
 def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="cifar-4tt-fc-146k")
-    p.add_argument("--baseline", choices=BASELINES, default="broadcast-autodiff")
+    p.add_argument("--baseline", choices=BASELINES, default="all-plain")
     p.add_argument("--rounds", type=int, default=22)
+    p.add_argument("--blocks", type=int, default=1)
     args = p.parse_args(argv)
 
     from experiments.train import retain_freed_memory_for
@@ -94,14 +106,20 @@ def main(argv: list[str] | None = None) -> dict[str, list[float]]:
         run(args.baseline, 0)  # traces and compiles without the change
     run("change", 0)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for r in range(args.rounds):
-        for name in list(runners)[:: 1 if r % 2 else -1]:
-            elapsed = run(name, r + 1)
-            if r >= 2:
-                times[name].append(elapsed)
-    for name, ts in times.items():
-        print(f"{args.model} {name:20s} training step min {min(ts) * 1e3:7.1f} ms, median "
-              f"{statistics.median(ts) * 1e3:7.1f} ms ({len(ts)} steps)")
+    for block in range(args.blocks):
+        block_times: dict[str, list[float]] = {name: [] for name in runners}
+        for r in range(args.rounds):
+            for name in list(runners)[:: 1 if r % 2 else -1]:
+                elapsed = run(name, r + 1)
+                if r >= 2:
+                    block_times[name].append(elapsed)
+        medians = {name: statistics.median(ts) for name, ts in block_times.items()}
+        for name, ts in block_times.items():
+            times[name] += ts
+            print(f"{args.model} block {block} {name:20s} training step min {min(ts) * 1e3:7.1f} ms, median "
+                  f"{medians[name] * 1e3:7.1f} ms ({len(ts)} steps)")
+        print(f"{args.model} block {block} {args.baseline} / change = {medians[args.baseline] / medians['change']:.3f}",
+              flush=True)
     return times
 
 

@@ -1,4 +1,4 @@
-"""tt_jax.BatchNorm against nnx.BatchNorm: outputs, running statistics and gradients agree."""
+"""experiments.nnx_layers.BatchNorm against nnx.BatchNorm: outputs, running statistics and gradients agree."""
 
 import chex
 import jax
@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-import tt_jax
+from experiments import nnx_layers
 
 FLOAT64_RTOL = 1e-12
 FLOAT32_RTOL = 1e-5  # different summation order (matrix products vs XLA reductions)
@@ -14,7 +14,7 @@ FLOAT32_RTOL = 1e-5  # different summation order (matrix products vs XLA reducti
 
 def _pair(features: int, dtype, **kwargs):
     make = lambda cls: cls(features, momentum=0.9, param_dtype=dtype, rngs=nnx.Rngs(0), **kwargs)  # noqa: E731
-    ours, theirs = make(tt_jax.BatchNorm), make(nnx.BatchNorm)
+    ours, theirs = make(nnx_layers.BatchNorm), make(nnx.BatchNorm)
     for norm in (ours, theirs):  # non-trivial scale and bias
         norm.scale.set_value(jnp.linspace(0.5, 2.0, features, dtype=dtype))
         norm.bias.set_value(jnp.linspace(-1.0, 1.0, features, dtype=dtype))
@@ -54,6 +54,6 @@ def test_cases_it_does_not_cover_go_to_nnx() -> None:
 
 
 def test_needs_a_mode() -> None:
-    norm = tt_jax.BatchNorm(3, use_running_average=None, rngs=nnx.Rngs(0))
+    norm = nnx_layers.BatchNorm(3, use_running_average=None, rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match="use_running_average"):
         norm(jnp.ones((2, 3)))

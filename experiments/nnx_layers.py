@@ -1,13 +1,16 @@
-"""``BatchNorm``: ``nnx.BatchNorm`` whose sums over the batch are matrix products (fast on XLA:CPU).
+"""``BatchNorm``: ``nnx.BatchNorm`` whose sums over the batch are matrix products, on XLA:CPU only.
 
 The thesis puts a batch norm after every TT layer; after ``784 -> 262144`` it
-normalizes 262,144 features, and with ``nnx.BatchNorm`` its column sums
-(statistics forward, scale/bias/input gradients backward) took about 0.6 s of a
-1.1 s training step on our 2-core CPU (see :mod:`tt_jax.rows`). This subclass
-has the same constructor, variables (``scale``, ``bias``, ``mean``, ``var``),
-running-statistics update and outputs; only the sums are computed differently.
-Cases it does not cover (a ``mask``, a feature axis other than the last,
-``axis_name``, ``use_fast_variance=False``) go to ``nnx.BatchNorm`` unchanged.
+normalizes 262,144 features, and XLA:CPU sums such an array over the batch one
+strided column at a time (statistics forward, scale/bias/input gradients
+backward). Here those sums are products with a vector of ones (``mean_rows``,
+``tt_jax._xla_cpu.broadcast_rows``): the whole training step of ``tt-tt`` is
+several times faster on a CPU (``docs/performance.md``). Same constructor,
+variables (``scale``, ``bias``, ``mean``, ``var``), running-statistics update and
+outputs as ``nnx.BatchNorm`` (up to float rounding order). Other backends, and
+the cases it does not cover (a ``mask``, a feature axis other than the last,
+``axis_name``, ``use_fast_variance=False``), go to ``nnx.BatchNorm`` unchanged.
+Not part of the library: the experiments' networks use it.
 
 >>> import jax.numpy as jnp
 >>> from flax import nnx
@@ -19,22 +22,36 @@ Cases it does not cover (a ``mask``, a feature axis other than the last,
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
-from tt_jax.rows import broadcast_rows, mean_rows
+from tt_jax._xla_cpu import broadcast_rows, on_cpu
 
-__all__ = ["BatchNorm"]
+__all__ = ["BatchNorm", "mean_rows"]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def mean_rows(x: jax.Array) -> jax.Array:
+    """``x.mean(axis=all but the last)`` for ``x`` of shape ``(..., N)``, as a vector-matrix product.
+
+    >>> mean_rows(jnp.arange(6, dtype=jnp.float32).reshape(3, 2)).tolist()
+    [2.0, 3.0]
+    """
+    rows = math.prod(x.shape[:-1])
+    return jnp.matmul(jnp.ones((rows,), x.dtype), x.reshape(rows, x.shape[-1]), precision=_HIGHEST) / rows
 
 
 class BatchNorm(nnx.BatchNorm):
-    """``nnx.BatchNorm`` with the same arguments and results, its batch sums done as matrix products."""
+    """``nnx.BatchNorm`` with the same arguments and results, its batch sums done as matrix products on a CPU."""
 
     def __call__(self, x: jax.Array, use_running_average: bool | None = None, *, mask: jax.Array | None = None):
         feature_last = self.axis in (-1, x.ndim - 1)
-        if mask is not None or self.axis_name is not None or not self.use_fast_variance or not feature_last:
+        if not on_cpu() or mask is not None or self.axis_name is not None or not self.use_fast_variance or not feature_last:
             return super().__call__(x, use_running_average, mask=mask)
         if use_running_average is None:
             use_running_average = self.use_running_average

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from tt_common.memory import GLIBC_TUNABLES
+from experiments.memory import GLIBC_TUNABLES
 
 # Allocates and frees a 64 MiB array, then counts the minor page faults of allocating and filling another.
 PROBE = """
 import resource, sys
 import numpy as np
-from tt_common.memory import retain_freed_memory, retained
+from experiments.memory import retain_freed_memory, retained
 if sys.argv[1] == "retain":
     assert retain_freed_memory() and retained()
 n = 64 * 2**20 // 8
@@ -47,7 +47,7 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
 @glibc_only
 def test_the_environment_variable_turns_it_off() -> None:
     env = {**os.environ, "TT_RETAIN_MEMORY": "0"}
-    code = "from tt_common.memory import retain_freed_memory as r, retained; print(r(), retained())"
+    code = "from experiments.memory import retain_freed_memory as r, retained; print(r(), retained())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["False", "False"]
 
@@ -55,7 +55,7 @@ def test_the_environment_variable_turns_it_off() -> None:
 @glibc_only
 def test_a_parameter_above_the_limit_leaves_malloc_alone() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TT_RETAIN_MEMORY"}
-    code = ("from tt_common.memory import MAX_PARAMETER_BYTES as m, retain_freed_memory as r, retained; "
+    code = ("from experiments.memory import MAX_PARAMETER_BYTES as m, retain_freed_memory as r, retained; "
             "print(r(m + 1), retained(), r(m), retained())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split() == ["False", "False", "True", "True"]
