@@ -180,7 +180,11 @@ def merged_shape(shape: TTMatrixShape, groups: Sequence[int]) -> TTMatrixShape:
     >>> merged_shape(TTMatrixShape.create((2, 2, 7, 4, 7), (8, 16, 16, 16, 8), 4), (2, 1, 2))
     TTMatrixShape(in_modes=(4, 7, 28), out_modes=(128, 16, 128), ranks=(1, 4, 4, 1))
     """
-    groups = _check_groups(groups, shape.d)
+    return _merged_shape(shape, _check_groups(groups, shape.d))
+
+
+@functools.lru_cache(maxsize=1024)  # on every forward call: building a TTMatrixShape validates it, which is slow
+def _merged_shape(shape: TTMatrixShape, groups: tuple[int, ...]) -> TTMatrixShape:
     m, n, r = shape.in_modes, shape.out_modes, shape.ranks
     ins, outs, ranks, i = [], [], [1], 0
     for g in groups:

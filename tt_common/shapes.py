@@ -304,9 +304,29 @@ class TTMatrixShape:
 
     def check_cores(self, core_shapes: Sequence[Sequence[int]]) -> None:
         """Raises a ``ValueError`` unless ``core_shapes`` are exactly this shape's cores."""
-        got = TTMatrixShape.from_core_shapes(core_shapes)
-        if got != self:
-            raise ValueError(f"cores of shapes {[tuple(s) for s in core_shapes]} do not match {self}")
+        TTMatrixShape.of_cores(core_shapes, self)
+
+    @classmethod
+    def of_cores(cls, core_shapes: Sequence[Sequence[int]], expected: TTMatrixShape | None = None) -> TTMatrixShape:
+        """The shape of cores of ``core_shapes`` (validated), which must be ``expected`` when it is given.
+
+        Cores that are exactly ``expected``'s return it at once: a layer's forward pass checks its cores on every
+        call, and a full validation there cost more than the product itself at batch 1.
+
+        >>> shape = TTMatrixShape.create((2, 3), (4, 5), 2)
+        >>> TTMatrixShape.of_cores([(1, 2, 4, 2), (2, 3, 5, 1)], shape) is shape
+        True
+        >>> TTMatrixShape.of_cores([(1, 2, 4, 3), (3, 3, 5, 1)], shape)
+        Traceback (most recent call last):
+        ...
+        ValueError: cores of shapes [(1, 2, 4, 3), (3, 3, 5, 1)] do not match TTMatrixShape(in_modes=(2, 3), out_modes=(4, 5), ranks=(1, 2, 1))
+        """
+        if expected is not None and tuple(map(tuple, core_shapes)) == expected.core_shapes:
+            return expected
+        found = cls.from_core_shapes(core_shapes)
+        if expected is not None and found != expected:
+            raise ValueError(f"cores of shapes {[tuple(s) for s in core_shapes]} do not match {expected}")
+        return found
 
     def check_bias(self, bias_shape: Sequence[int] | None, use_bias: bool = True) -> None:
         """Raises a ``ValueError`` unless a given bias has shape ``(N,)`` and the layer uses one."""

@@ -63,9 +63,7 @@ class TTMatrix(TTShapeProperties):
 
     def __init__(self, cores: Sequence[jax.Array], shape: TTMatrixShape | None = None) -> None:
         cores = tuple(jnp.asarray(c) for c in cores)
-        found = TTMatrixShape.from_core_shapes([c.shape for c in cores])
-        if shape is not None:
-            shape.check_cores([c.shape for c in cores])
+        found = TTMatrixShape.of_cores([c.shape for c in cores], shape)
         self.cores, self.shape = cores, found
 
     @property
@@ -122,9 +120,7 @@ def tt_linear(
     >>> tt_linear(jnp.ones((7, 8)), cores, jnp.zeros(15)).shape
     (7, 15)
     """
-    found = TTMatrixShape.from_core_shapes([c.shape for c in cores])
-    if shape is not None:
-        shape.check_cores([c.shape for c in cores])
+    found = TTMatrixShape.of_cores([c.shape for c in cores], shape)
     if bias is not None:
         found.check_bias(bias.shape)
     groups, direction = plan(found, math.prod(x.shape[:-1]), direction)

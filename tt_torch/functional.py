@@ -71,9 +71,7 @@ class TTMatrix(TTShapeProperties):
 
     def __init__(self, cores: Sequence[torch.Tensor], shape: TTMatrixShape | None = None) -> None:
         cores = tuple(torch.as_tensor(c) for c in cores)
-        found = TTMatrixShape.from_core_shapes([tuple(c.shape) for c in cores])
-        if shape is not None:
-            shape.check_cores([tuple(c.shape) for c in cores])
+        found = TTMatrixShape.of_cores([tuple(c.shape) for c in cores], shape)
         self.cores, self.shape = cores, found
 
     @property
@@ -115,9 +113,7 @@ def tt_linear(
     >>> tt_linear(torch.ones(7, 8), cores, torch.zeros(15)).shape
     torch.Size([7, 15])
     """
-    found = TTMatrixShape.from_core_shapes([tuple(c.shape) for c in cores])
-    if shape is not None:
-        shape.check_cores([tuple(c.shape) for c in cores])
+    found = TTMatrixShape.of_cores([tuple(c.shape) for c in cores], shape)
     if bias is not None:
         found.check_bias(tuple(bias.shape))
     groups, direction = plan(found, math.prod(x.shape[:-1]), direction)
