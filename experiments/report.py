@@ -24,7 +24,6 @@ from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir
 from experiments.tables import ablation_table, thesis_table
 from experiments.train import RunConfig
-from tt_jax._xla_cpu import XLA_CPU_PRODUCT_FLOPS
 from experiments.machine import cpu_description
 
 __all__ = ["main", "plot_study", "render", "study_curves"]
@@ -80,6 +79,13 @@ def _format_plans(plans: list) -> str:
                      for groups, direction in plans)
 
 
+def _xla_cpu_product_flops() -> float:
+    """tt_jax's planner cost on XLA:CPU, imported only when a JAX CPU row needs it (tt_jax loads JAX)."""
+    from tt_jax._xla_cpu import XLA_CPU_PRODUCT_FLOPS
+
+    return XLA_CPU_PRODUCT_FLOPS
+
+
 def _row(study: Study, config: RunConfig, results: Path) -> str:
     spec = get_preset(config.model)
     out = run_dir(study, config, results)
@@ -115,7 +121,7 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
         notes.append(f"TT layers contracted {', '.join(ran)} (today {', '.join(today)}: a later direction rule; "
                      "today's time per epoch differs)")
     xla_cpu = config.backend == "jax" and "cpu" in summary["device"]
-    today = spec.tt_plans(config.batch_size, product_flops=XLA_CPU_PRODUCT_FLOPS if xla_cpu else 0.0)
+    today = spec.tt_plans(config.batch_size, product_flops=_xla_cpu_product_flops() if xla_cpu else 0.0)
     plans, plans_today = summary.get("tt_plans"), [[list(g), d] for g, d in today]
     if plans is not None and plans != plans_today:
         notes.append(f"TT layers ran the plans {_format_plans(plans)} (today {_format_plans(plans_today)}: "
