@@ -15,9 +15,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e '.[all]'
 	touch $@
 
-# Main job: train the thesis's tt-tt network on MNIST with the default backend (JAX).
+# Main job: the thesis's tt-tt-tt network (30,574 parameters) without its last ReLU, trained on MNIST with the
+# improved recipe and the default backend (JAX); prints its compression report, test accuracy and the thesis's.
 train: setup
-	$(BIN)/python -m experiments.train --dataset mnist --model tt-tt $(TRAIN_ARGS)
+	$(BIN)/python -m experiments.train --dataset mnist --model tt-tt-tt-improved $(TRAIN_ARGS)
 
 # Default test run, what CI runs: the library's tests and the experiments' integration tests; slow tests are
 # deselected by pyproject's addopts.

@@ -134,7 +134,7 @@ def test_a_rerun_into_the_default_folder_goes_to_a_fresh_one_and_says_so(world, 
         return _cli("experiments.train", *TRAIN, "--epochs", "1", "--data-dir", str(world["data"]), root=root,
                     sums=world["sums"])
 
-    default = root / "runs" / "mnist-tt-tt-tt-torch-ours-s0"
+    default = root / "runs" / "mnist-tt-tt-tt-torch-improved-s0"
     first = run()
     assert first.returncode == 0, first.stderr
     before = _files(default)

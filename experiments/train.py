@@ -464,8 +464,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
     p.add_argument("--model", choices=sorted(PRESETS), default="tt-tt")
     p.add_argument("--backend", choices=("jax", "torch"), default="jax")
-    p.add_argument("--recipe", choices=sorted(RECIPES), default="ours",
-                   help="the defaults of every flag below that has none (experiments.recipes)")
+    p.add_argument("--recipe", choices=sorted(RECIPES), default="improved",
+                   help="the defaults of every flag below that has none (experiments.recipes; default: improved)")
     p.add_argument("--epochs", type=int, default=None, help="default: the recipe's (MNIST 25, CIFAR-10 100)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--eval-batch-size", type=int, default=1000)
