@@ -516,6 +516,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.optimizer is not None and args.optimizer != optimizer.name:  # another optimizer: its usual settings
         optimizer = OptimizerConfig(args.optimizer, learning_rate=1.0 if args.optimizer == "adadelta" else 0.001)
     given = {field: getattr(args, flag) for flag, field in _OPTIMIZER_FLAGS.items() if getattr(args, flag) is not None}
+    if optimizer.cosine_epochs == base.epochs and args.epochs is not None and args.cosine_epochs is None:
+        given["cosine_epochs"] = args.epochs  # the recipe's cosine spans its run: so it does the run the user asks
     optimizer = replace(optimizer, **given)
     run = {flag: getattr(args, flag) for flag in _RUN_FLAGS if getattr(args, flag) is not None}
     return replace(base, backend=args.backend, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
