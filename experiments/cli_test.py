@@ -21,6 +21,7 @@ import pytest
 
 from experiments import cli, data
 from experiments.data_test import _write_mnist
+from experiments.train import silent_progress
 
 REPO = Path(__file__).resolve().parent.parent
 RUNNER = """
@@ -31,7 +32,7 @@ module = sys.argv.pop(1)
 sys.argv[0] = module
 runpy.run_module(module, run_name="__main__", alter_sys=True)
 """
-TRAIN = ["--model", "tt-tt-tt", "--backend", "torch", "--device", "cpu", "--epochs", "2", "--batch-size", "10",
+TRAIN = ["--recipe", "ours", "--model", "tt-tt-tt", "--backend", "torch", "--device", "cpu", "--epochs", "2", "--batch-size", "10",
          "--eval-batch-size", "20", "--val-size", "10", "--lr", "0.01", "--optimizer", "adam"]
 
 
@@ -134,7 +135,7 @@ def test_a_rerun_into_the_default_folder_goes_to_a_fresh_one_and_says_so(world, 
         return _cli("experiments.train", *TRAIN, "--epochs", "1", "--data-dir", str(world["data"]), root=root,
                     sums=world["sums"])
 
-    default = root / "runs" / "mnist-tt-tt-tt-torch-improved-s0"
+    default = root / "runs" / "mnist-tt-tt-tt-torch-ours-s0"
     first = run()
     assert first.returncode == 0, first.stderr
     before = _files(default)
@@ -173,6 +174,14 @@ def test_a_refused_resume_names_each_differing_setting(world, tmp_path) -> None:
     line = _error(_train(world, "--resume", "--lr", "0.5", "--seed", "3", out=run))
     assert "was written by a different configuration: seed (--seed): 0 in the checkpoint, 3 now; " in line
     assert "optimizer.learning_rate (--lr): 0.01 in the checkpoint, 0.5 now (only --epochs may change)" in line
+
+
+def test_resuming_a_cosine_run_for_more_epochs_says_how_to_keep_its_schedule(world, tmp_path) -> None:
+    run = _copy(world, tmp_path)  # the world's run has no cosine decay: start one of 2 epochs
+    assert _train(world, "--cosine-epochs", "2", "--overwrite", out=run).returncode == 0
+    line = _error(_train(world, "--resume", "--epochs", "3", "--cosine-epochs", "3", out=run))
+    assert line.endswith("A cosine decay spans the run it was started for: resume with --cosine-epochs 2 to keep it.")
+    assert _train(world, "--resume", "--epochs", "3", "--cosine-epochs", "2", out=run).returncode == 0
 
 
 def test_resume_accepts_another_spelling_of_the_data_dir_and_continues(world, tmp_path) -> None:
@@ -343,7 +352,7 @@ def test_a_run_without_validation_keeps_the_best_test_weights(world, tmp_path, m
         monkeypatch.setitem(data.MNIST_FILES, key, tuple(entry))
     config = RunConfig(model="tt-tt-tt", backend="torch", epochs=2, batch_size=10, eval_batch_size=20, val_size=0,
                        optimizer=OptimizerConfig("adam", 0.01), data_dir=str(world["data"]))
-    summary = train(config, tmp_path / "run", progress=_quiet)
+    summary = train(config, tmp_path / "run", progress=silent_progress)
     names = sorted(p.name for p in (tmp_path / "run").glob("weights-*"))
     assert names == ["weights-best-test.safetensors", "weights-final.safetensors"]
     with pytest.raises(ValueError, match=r"no weights-best-val.safetensors \(the run has no validation holdout"):
@@ -356,19 +365,6 @@ def test_a_run_without_validation_keeps_the_best_test_weights(world, tmp_path, m
         accuracy = np.mean(model(torch.from_numpy(ds.x_test)).numpy().argmax(-1) == ds.y_test)
     assert accuracy == summary["best_test_acc_thesis_protocol"]
 
-
-def _quiet(**_):
-    class Bar:
-        def set_postfix(self, **_):
-            pass
-
-        def update(self, _):
-            pass
-
-        def close(self):
-            pass
-
-    return Bar()
 
 
 @pytest.mark.parametrize("held, resume", [(None, False), ("checkpoint.safetensors", True), ("checkpoint.pkl", True)])
@@ -383,5 +379,5 @@ def test_a_study_resumes_from_a_checkpoint_and_otherwise_owns_its_folders(held, 
     (out / "summary.json").write_text(json.dumps({"epochs_run": 1, "limit": None}))  # a shortened earlier run
     if held:
         (out / held).write_bytes(b"")
-    study.run_study(STUDIES["mnist-table"], "torch", only=["tt-tt-tt"], results=tmp_path, progress=_quiet)
+    study.run_study(STUDIES["mnist-table"], "torch", only=["tt-tt-tt"], results=tmp_path, progress=silent_progress)
     assert [(c["resume"], c["overwrite"]) for c in calls] == [(resume, not resume)]

@@ -35,15 +35,16 @@ from experiments import checkpoint as checkpoints
 from experiments.checkpoint import CHECKPOINT, LEGACY_CHECKPOINT, Checkpoint
 from experiments.cli import USER_ERRORS, add_debug_flag, user_errors
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches, resolve_data_dir
+from experiments.machine import cpu_model, cpu_vector_extension
+from experiments.memory import retain_freed_memory, retained
 from experiments.optim import FLAGS as OPTIMIZER_FLAGS
 from experiments.optim import OPTIMIZERS, OptimizerConfig, named
 from experiments.presets import PRESETS, get_preset, thesis_network
 from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, check_inits, recipe_config
 from experiments.weights import WEIGHTS_FILES, write_weights
-from experiments.machine import cpu_model, cpu_vector_extension
-from experiments.memory import retain_freed_memory, retained
 
-__all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "config_differences", "main", "train"]
+__all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "config_differences", "main", "silent_progress",
+           "train"]
 
 DIVERGENCE_LOSS = 1e3  # cross-entropy of 10 classes starts near 2.3; beyond this the run has diverged
 #: The files a run writes: a folder holding any of them holds a run, and --overwrite removes them.
@@ -338,8 +339,11 @@ def _saved_run(out: Path, config: RunConfig) -> Checkpoint:
     saved = checkpoints.read(path)
     differences = config_differences(saved.config, config.to_dict())
     if differences:
+        hint = (" A cosine decay spans the run it was started for: resume with --cosine-epochs "
+                f"{saved.config['optimizer']['cosine_epochs']} to keep it." if any(
+                    d.startswith("optimizer.cosine_epochs") for d in differences) else "")
         raise ValueError(f"--resume: the checkpoint in {out} was written by a different configuration: "
-                         f"{'; '.join(differences)} (only --epochs may change)")
+                         f"{'; '.join(differences)} (only --epochs may change).{hint}")
     if config.epochs < len(saved.rows):
         raise ValueError(f"--resume: epochs (--epochs) is {config.epochs}, but the checkpoint in {out} has "
                          f"already run {len(saved.rows)} epochs")
@@ -394,6 +398,22 @@ def _commit_epoch(out: Path, config: RunConfig, backend, rows: list[dict], *, fi
     arrays, meta = backend.state()
     checkpoints.write(out / CHECKPOINT, Checkpoint(config.to_dict(), rows, config.backend, arrays, meta))
     checkpoints.write_atomic(out / "metrics.jsonl", "".join(json.dumps(row) + "\n" for row in rows).encode())
+
+
+class _SilentBar:
+    def set_postfix(self, **_) -> None:
+        pass
+
+    def update(self, _) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def silent_progress(**_) -> _SilentBar:
+    """A ``progress`` factory for :func:`train` that shows nothing (tests, scripts that log elsewhere)."""
+    return _SilentBar()
 
 
 def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False, progress=None) -> dict:

@@ -13,24 +13,11 @@ from experiments import checkpoint
 from experiments.data import DataNotFoundError, load_dataset
 from experiments.optim import OptimizerConfig
 from experiments.presets import get_preset
-from experiments.train import CHECKPOINT, DivergenceError, RunConfig, main, train
+from experiments.train import CHECKPOINT, DivergenceError, RunConfig, main, silent_progress, train
 from tt_common.transfer import load_metadata, load_weights
 
 LIMIT = 1000
 
-
-def _quiet(**kwargs):
-    class Bar:
-        def set_postfix(self, **_):
-            pass
-
-        def update(self, _):
-            pass
-
-        def close(self):
-            pass
-
-    return Bar()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -57,9 +44,9 @@ def runs(request, tmp_path_factory):
     """Two epochs straight, and one epoch then a resumed second, for one backend."""
     backend = request.param
     straight, resumed = tmp_path_factory.mktemp(f"{backend}-straight"), tmp_path_factory.mktemp(f"{backend}-resumed")
-    summary = train(_config(backend, 2), straight, progress=_quiet)
-    train(_config(backend, 1), resumed, progress=_quiet)  # as if killed after epoch 1
-    train(_config(backend, 2), resumed, resume=True, progress=_quiet)
+    summary = train(_config(backend, 2), straight, progress=silent_progress)
+    train(_config(backend, 1), resumed, progress=silent_progress)  # as if killed after epoch 1
+    train(_config(backend, 2), resumed, resume=True, progress=silent_progress)
     return backend, summary, straight, resumed
 
 
@@ -90,17 +77,17 @@ def test_resume_gives_identical_results(runs) -> None:
 
 
 def test_resume_refuses_another_configuration(tmp_path) -> None:
-    train(_config("torch", 1), tmp_path, progress=_quiet)
+    train(_config("torch", 1), tmp_path, progress=silent_progress)
     message = r"different configuration: optimizer.learning_rate \(--lr\): 0.01 in the checkpoint, 0.5 now"
     with pytest.raises(ValueError, match=message):
-        train(_config("torch", 2, lr=0.5), tmp_path, resume=True, progress=_quiet)
+        train(_config("torch", 2, lr=0.5), tmp_path, resume=True, progress=silent_progress)
 
 
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_divergence_stops_with_a_clear_message(backend, tmp_path) -> None:
     out = tmp_path / "run"
     with pytest.raises(DivergenceError, match="diverged at epoch 1"):
-        train(_config(backend, 1, lr=1e6), out, progress=_quiet)
+        train(_config(backend, 1, lr=1e6), out, progress=silent_progress)
     assert not out.exists()  # it failed in its first epoch: the folder it made is gone, nothing is left
 
 
