@@ -65,7 +65,7 @@ def training_step(f):
 
     The output is returned too, as torch's ``layer(x).backward(g)`` computes it and a network needs it: a step
     that returned only the gradients would let XLA skip the layer's last product, whose result they do not need
-    (``784-262144`` at batch 100: 40 instead of 130 ms; ``proposals/README.md`` section 16).
+    (``784-262144`` at batch 100: 40 instead of 130 ms; ``docs/performance.md``, Findings).
 
     >>> y, (dx,) = training_step(lambda x: 3.0 * x)(jnp.ones(2), jnp.ones(2))
     >>> y.tolist(), dx.tolist()

@@ -434,10 +434,10 @@ def _goals(res: Results, retained: bool) -> list[str]:
             )
         why += (
             " Freed memory was retained, yet XLA:CPU's largest buffers still page-fault on some calls "
-            "(`benchmarks/proposals/README.md` section 16)."
+            "(`docs/performance.md`, Findings: JAX's 1 GB output is written twice)."
             if retained
             else " With default malloc each call also page-faults in its large buffers afresh, and XLA:CPU's fault "
-            "more than torch's (`benchmarks/proposals/README.md` section 14)."
+            "more than torch's (`docs/performance.md`, Findings: freed memory kept in the process)."
         )
         L.append(why)
     L.append("")

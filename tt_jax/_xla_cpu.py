@@ -26,7 +26,7 @@ __all__ = ["XLA_CPU_PRODUCT_FLOPS", "add_bias", "broadcast_rows", "on_cpu", "pro
 
 # The planner's cost (in FLOPs, about 1 us on a CPU) of each small matrix product of a broadcast step under
 # XLA:CPU, whose batched dot runs them one by one, where torch's bmm hands them to one batched GEMM. Fitted on
-# the grouping probe (benchmarks/proposals/README.md section 11): values from 3e4 to 1e5 picked plans within
+# the merge plans measured in docs/performance.md (Findings): values from 3e4 to 1e5 picked plans within
 # 3% of the fastest measured JAX training step on the four large benchmark layers.
 XLA_CPU_PRODUCT_FLOPS = 1e5
 
