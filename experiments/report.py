@@ -226,7 +226,7 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
         "changes the time, not the results). `modes`' `tt-tt-d6` torch ran before plans were recorded, with its "
         "first layer merged `(3, 1, 2)` right to left; commit 7920165 plans merges in the layer's direction and "
         "gives `(2, 1, 3)`: that layer's training step took 126 instead of 204 ms in torch, 90 instead of 193 ms "
-        "in JAX (batch 100; `benchmarks/proposals/README.md` section 12).",
+        "in JAX (batch 100; `docs/performance.md`, findings).",
         "- CIFAR-10 rows use the local JPEG quality-75 copy of CIFAR-10 (lossy, not the canonical pixels): "
         "\"CIFAR-10 (JPEG q75 copy)\".",
         "",
