@@ -18,10 +18,10 @@ CASES = {
 
 # What each package exposes: the TT layers, initializers, the functional API, transfer and reports.
 PUBLIC = {
-    "tt_jax": ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-               "transfer"],
-    "tt_torch": ["TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-                 "transfer"],
+    "tt_jax": ["TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional",
+               "initializers", "layer_reports", "transfer"],
+    "tt_torch": ["TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional",
+                 "initializers", "layer_reports", "transfer"],
 }
 
 

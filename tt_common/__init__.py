@@ -13,6 +13,8 @@ from tt_common.contraction import (
     reconstruction_flops,
     tt_matmul,
 )
+from tt_common.conv import TTConvShape
+from tt_common.embedding import TTEmbeddingShape
 from tt_common.factorize import factorizations, factorize, suggest_shape
 from tt_common.init import core_std, target_variance
 from tt_common.decomposition import TTDecomposition
@@ -23,7 +25,9 @@ from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, nor
 __all__ = [
     "Direction",
     "LayerReport",
+    "TTConvShape",
     "TTDecomposition",
+    "TTEmbeddingShape",
     "TTMatrixShape",
     "check_input_features",
     "choose_direction",

@@ -6,14 +6,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tt_common.contraction import choose_direction, contraction_flops, dense_matmul_flops
+from tt_common.conv import TTConvShape, per_position_flops
+from tt_common.embedding import TTEmbeddingShape, choose_lookup_direction, lookup_flops
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["LayerReport", "dense_layer_report", "format_report", "tt_layer_report"]
+__all__ = ["LayerReport", "dense_layer_report", "format_report", "tt_conv_layer_report", "tt_embedding_layer_report",
+           "tt_layer_report"]
 
 
 @dataclass(frozen=True)
 class LayerReport:
-    """One row of a compression report. ``flops`` are per example (batch size 1)."""
+    """One row of a compression report. ``flops`` are per example (batch size 1); for a convolution per output
+    position (of large images: its cost depends on the image size), for an embedding per index looked up."""
 
     name: str
     kind: str  # "tt" or "dense"
@@ -98,3 +102,38 @@ def format_report(rows: Sequence[LayerReport], other_params: int = 0) -> str:
     flops = sum(r.flops for r in rows)
     lines.append(f"| total | | | | | | {params:,} | {dense:,} | {dense / max(params, 1):.1f} | {flops:,} |")
     return "\n".join(lines)
+
+
+def tt_conv_layer_report(name: str, shape: TTConvShape, use_bias: bool) -> LayerReport:
+    """The report row of a TT convolution: channels in and out, the kernel's TT matrix modes, FLOPs per output
+    position (:func:`tt_common.conv.per_position_flops`).
+
+    >>> from tt_common.conv import TTConvShape
+    >>> row = tt_conv_layer_report("conv", TTConvShape.create((4, 4), (4, 4), 3, 4), True)
+    >>> row.kind, row.in_modes, row.params, row.dense_params, row.flops, row.dense_flops
+    ('tt-conv2d 3x3', (4, 4, 9), 372, 2320, 3712, 4608)
+    """
+    bias = shape.out_channels if use_bias else 0
+    flops, dense_flops = per_position_flops(shape)
+    return LayerReport(
+        name=name, kind=f"tt-conv2d {shape.kernel_size[0]}x{shape.kernel_size[1]}", in_features=shape.in_channels,
+        out_features=shape.out_channels, in_modes=shape.matrix.in_modes, out_modes=shape.matrix.out_modes,
+        ranks=shape.ranks, params=shape.matrix.num_params + bias, dense_params=shape.dense_num_params + bias,
+        flops=flops, dense_flops=dense_flops,
+    )
+
+
+def tt_embedding_layer_report(name: str, shape: TTEmbeddingShape) -> LayerReport:
+    """The report row of a TT embedding: ``V -> D``, FLOPs per index (a dense table's lookup is a copy: 0).
+
+    >>> from tt_common.embedding import TTEmbeddingShape
+    >>> row = tt_embedding_layer_report("embed", TTEmbeddingShape.create((10, 10, 10), (4, 4, 4), 8))
+    >>> row.params, row.dense_params, row.flops, row.dense_flops
+    (3200, 64000, 3072, 0)
+    """
+    flops = lookup_flops(shape, 1, choose_lookup_direction(shape))
+    return LayerReport(
+        name=name, kind="tt-embedding", in_features=shape.num_embeddings, out_features=shape.features,
+        in_modes=shape.vocab_modes, out_modes=shape.feature_modes, ranks=shape.matrix.ranks,
+        params=shape.matrix.num_params, dense_params=shape.matrix.dense_num_params, flops=flops, dense_flops=0,
+    )

@@ -8,7 +8,10 @@ empty path) contributes these keys:
 ============  ===============================  ====================================
 layer         keys                             layout
 ============  ===============================  ====================================
-TT layer      ``P.cores.K``, ``P.bias``        core ``(r_{k-1}, m_k, n_k, r_k)``
+TT layer      ``P.cores.K``, ``P.bias``        core ``(r_{k-1}, m_k, n_k, r_k)``; a TT
+                                               convolution's last core is its spatial
+                                               core ``(r_d, kh kw, 1, 1)``, a TT
+                                               embedding has no bias
 dense layer   ``P.kernel``, ``P.bias``         kernel ``(in, out)`` (PyTorch's
                                                ``nn.Linear.weight`` transposed)
 batch norm    ``P.scale``, ``P.bias``,         ``(features,)``; ``mean``/``var``

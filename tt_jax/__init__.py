@@ -8,9 +8,11 @@
 """
 
 from tt_jax import functional, initializers, transfer
+from tt_jax.conv import TTConv2d
+from tt_jax.embedding import TTEmbedding
 from tt_jax.functional import TTMatrix
 from tt_jax.layer import TTCore, TTLinear
 from tt_jax.report import compression_report, layer_reports
 
-__all__ = ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-           "transfer"]
+__all__ = ["TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional",
+           "initializers", "layer_reports", "transfer"]

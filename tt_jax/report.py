@@ -1,11 +1,14 @@
-"""Compression report of a Flax NNX model: every ``TTLinear`` and ``nnx.Linear`` in it."""
+"""Compression report of a Flax NNX model: every ``TTLinear``, ``TTConv2d``, ``TTEmbedding`` and ``nnx.Linear`` in it."""
 
 from __future__ import annotations
 
 import jax
 from flax import nnx
 
-from tt_common.report import LayerReport, dense_layer_report, format_report, tt_layer_report
+from tt_common.report import (LayerReport, dense_layer_report, format_report, tt_conv_layer_report,
+                              tt_embedding_layer_report, tt_layer_report)
+from tt_jax.conv import TTConv2d
+from tt_jax.embedding import TTEmbedding
 from tt_jax.layer import TTLinear
 
 __all__ = ["compression_report", "layer_reports"]
@@ -21,6 +24,10 @@ def layer_reports(model: nnx.Module) -> list[LayerReport]:
     for path, node in nnx.iter_graph(model):
         if isinstance(node, TTLinear):
             rows.append(tt_layer_report(_name(path), node.shape, node.use_bias))
+        elif isinstance(node, TTConv2d):
+            rows.append(tt_conv_layer_report(_name(path), node.shape, node.use_bias))
+        elif isinstance(node, TTEmbedding):
+            rows.append(tt_embedding_layer_report(_name(path), node.shape))
         elif isinstance(node, nnx.Linear):
             rows.append(dense_layer_report(_name(path), node.in_features, node.out_features, node.bias is not None))
     return rows

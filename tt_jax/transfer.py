@@ -1,7 +1,8 @@
 """Moving weights in and out of Flax NNX models in the framework-neutral format.
 
 See :mod:`tt_common.transfer` for the naming scheme. Supported layers:
-:class:`tt_jax.TTLinear`, ``nnx.Linear`` (``kernel`` ``(in, out)``, ``bias``),
+:class:`tt_jax.TTLinear`, :class:`tt_jax.TTConv2d`, :class:`tt_jax.TTEmbedding` (``cores.K``, ``bias``),
+``nnx.Linear`` (``kernel`` ``(in, out)``, ``bias``),
 ``nnx.BatchNorm`` (``scale``, ``bias``, running ``mean`` and ``var``) and any
 module without ``nnx.Param`` / ``nnx.BatchStat`` variables (dropout). A
 parameter or batch statistic anywhere else raises a ``ValueError``: nothing is
@@ -30,6 +31,8 @@ import numpy as np
 from flax import nnx
 
 from tt_common.transfer import check_mapping, join, load_weights, path_name, save_weights
+from tt_jax.conv import TTConv2d
+from tt_jax.embedding import TTEmbedding
 from tt_jax.layer import TTLinear
 
 __all__ = ["export", "load", "load_file", "save_file"]
@@ -38,9 +41,9 @@ _Entries = dict[str, nnx.Variable]
 
 
 def _layer_entries(name: str, module: nnx.Module) -> _Entries:
-    if isinstance(module, TTLinear):
+    if isinstance(module, (TTLinear, TTConv2d, TTEmbedding)):  # the TT layers: P.cores.K (and P.bias)
         entries = {join(name, "cores", k): core for k, core in enumerate(module.cores)}
-        variables = {"bias": module.bias}
+        variables = {"bias": getattr(module, "bias", None)}
     elif isinstance(module, nnx.Linear):
         entries, variables = {}, {"kernel": module.kernel, "bias": module.bias}
     elif isinstance(module, nnx.BatchNorm):
@@ -65,7 +68,7 @@ def _entries(model: nnx.Module, prefix: str) -> _Entries:
         if id(variable) not in covered:
             raise ValueError(
                 f"{type(variable).__name__} {path_name(path)!r} belongs to a module that the transfer format "
-                "does not support (supported: TTLinear, nnx.Linear, nnx.BatchNorm, modules without parameters)"
+                "does not support (supported: TTLinear, TTConv2d, TTEmbedding, nnx.Linear, nnx.BatchNorm, modules without parameters)"
             )
     return entries
 

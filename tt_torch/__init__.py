@@ -7,8 +7,11 @@
 """
 
 from tt_torch import functional, initializers, transfer
+from tt_torch.conv import TTConv2d
+from tt_torch.embedding import TTEmbedding
 from tt_torch.functional import TTMatrix
 from tt_torch.layer import TTLinear
 from tt_torch.report import compression_report, layer_reports
 
-__all__ = ["TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports", "transfer"]
+__all__ = ["TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers",
+           "layer_reports", "transfer"]

@@ -1,10 +1,13 @@
-"""Compression report of a PyTorch model: every ``TTLinear`` and ``nn.Linear`` in it."""
+"""Compression report of a PyTorch model: every ``TTLinear``, ``TTConv2d``, ``TTEmbedding`` and ``nn.Linear`` in it."""
 
 from __future__ import annotations
 
 from torch import nn
 
-from tt_common.report import LayerReport, dense_layer_report, format_report, tt_layer_report
+from tt_common.report import (LayerReport, dense_layer_report, format_report, tt_conv_layer_report,
+                              tt_embedding_layer_report, tt_layer_report)
+from tt_torch.conv import TTConv2d
+from tt_torch.embedding import TTEmbedding
 from tt_torch.layer import TTLinear
 
 __all__ = ["compression_report", "layer_reports"]
@@ -17,6 +20,10 @@ def layer_reports(model: nn.Module) -> list[LayerReport]:
         name = name or "model"
         if isinstance(module, TTLinear):
             rows.append(tt_layer_report(name, module.shape, module.bias is not None))
+        elif isinstance(module, TTConv2d):
+            rows.append(tt_conv_layer_report(name, module.shape, module.bias is not None))
+        elif isinstance(module, TTEmbedding):
+            rows.append(tt_embedding_layer_report(name, module.shape))
         elif isinstance(module, nn.Linear):
             rows.append(dense_layer_report(name, module.in_features, module.out_features, module.bias is not None))
     return rows

@@ -1,7 +1,8 @@
 """Moving weights in and out of PyTorch models in the framework-neutral format.
 
 See :mod:`tt_common.transfer` for the naming scheme. Supported layers:
-:class:`tt_torch.TTLinear`, ``nn.Linear`` (its ``(out, in)`` weight becomes
+:class:`tt_torch.TTLinear`, :class:`tt_torch.TTConv2d`, :class:`tt_torch.TTEmbedding` (``cores.K``,
+``bias``), ``nn.Linear`` (its ``(out, in)`` weight becomes
 the ``(in, out)`` key ``kernel``), ``nn.BatchNorm1d/2d/3d`` (``weight``,
 ``bias``, ``running_mean``, ``running_var`` become ``scale``, ``bias``,
 ``mean``, ``var``; ``num_batches_tracked`` is not transferred) and any module
@@ -30,6 +31,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from tt_common.transfer import check_mapping, join, load_weights, save_weights
+from tt_torch.conv import TTConv2d
+from tt_torch.embedding import TTEmbedding
 from tt_torch.layer import TTLinear
 
 __all__ = ["export", "load", "load_file", "save_file"]
@@ -40,9 +43,9 @@ _Entries = dict[str, tuple[torch.Tensor, bool]]
 
 def _layer_entries(name: str, module: nn.Module) -> _Entries:
     entries: _Entries = {}
-    if isinstance(module, TTLinear):
+    if isinstance(module, (TTLinear, TTConv2d, TTEmbedding)):  # the TT layers: P.cores.K (and P.bias)
         entries.update({join(name, "cores", k): (core, False) for k, core in enumerate(module.cores)})
-        tensors = {"bias": module.bias}
+        tensors = {"bias": getattr(module, "bias", None)}
     elif isinstance(module, nn.Linear):
         entries[join(name, "kernel")] = (module.weight, True)
         tensors = {"bias": module.bias}
@@ -64,7 +67,7 @@ def _entries(model: nn.Module, prefix: str) -> _Entries:
             if id(tensor) not in covered and not name.endswith("num_batches_tracked"):
                 raise ValueError(
                     f"{what} {name!r} belongs to a module that the transfer format does not support "
-                    "(supported: TTLinear, nn.Linear, batch norm, modules without parameters)"
+                    "(supported: TTLinear, TTConv2d, TTEmbedding, nn.Linear, batch norm, modules without parameters)"
                 )
     return entries
 
