@@ -11,6 +11,9 @@ from tt_jax import functional, initializers, transfer
 from tt_jax.functional import TTMatrix
 from tt_jax.layer import TTCore, TTLinear
 from tt_jax.report import compression_report, layer_reports
+from tt_jax.tensorize import PaddedTTLinear, tensorize
 
-__all__ = ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-           "transfer"]
+__all__ = [
+    "PaddedTTLinear", "TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers",
+    "layer_reports", "tensorize", "transfer"
+]

@@ -10,5 +10,9 @@ from tt_torch import functional, initializers, transfer
 from tt_torch.functional import TTMatrix
 from tt_torch.layer import TTLinear
 from tt_torch.report import compression_report, layer_reports
+from tt_torch.tensorize import PaddedTTLinear, tensorize
 
-__all__ = ["TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports", "transfer"]
+__all__ = [
+    "PaddedTTLinear", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers",
+    "layer_reports", "tensorize", "transfer"
+]
