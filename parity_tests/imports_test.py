@@ -8,20 +8,22 @@ import sys
 import pytest
 
 CASES = {
-    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_torch.functional, tt_common.transfer",
+    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_torch.functional, tt_common.transfer, "
+                 "tt_common.tensorize",
                  ("jax", "jaxlib", "flax", "optax")),
-    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_jax.functional, tt_common.transfer",
+    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_jax.functional, tt_common.transfer, "
+               "tt_common.tensorize",
                ("torch",)),
-    "tt_common": ("import tt_common, tt_common.transfer, tt_common.decomposition",
+    "tt_common": ("import tt_common, tt_common.transfer, tt_common.decomposition, tt_common.tensorize",
                   ("jax", "torch", "safetensors")),
 }  # fmt: skip
 
 # What each package exposes: the TT layers, initializers, the functional API, transfer and reports.
 PUBLIC = {
-    "tt_jax": ["TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional",
-               "initializers", "layer_reports", "transfer"],
-    "tt_torch": ["TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional",
-                 "initializers", "layer_reports", "transfer"],
+    "tt_jax": ["PaddedTTLinear", "TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
+               "functional", "initializers", "layer_reports", "tensorize", "transfer"],
+    "tt_torch": ["PaddedTTLinear", "TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
+                 "functional", "initializers", "layer_reports", "tensorize", "transfer"],
 }
 
 

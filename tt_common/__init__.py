@@ -20,6 +20,7 @@ from tt_common.init import core_std, target_variance
 from tt_common.decomposition import TTDecomposition
 from tt_common.reference import tt_matmul_reference, tt_round, tt_svd, tt_to_dense
 from tt_common.report import LayerReport, dense_layer_report, format_report, tt_layer_report
+from tt_common.tensorize import TensorizedLayer, TensorizeReport
 from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, normalize_ranks, validate_modes
 
 __all__ = [
@@ -29,6 +30,8 @@ __all__ = [
     "TTDecomposition",
     "TTEmbeddingShape",
     "TTMatrixShape",
+    "TensorizeReport",
+    "TensorizedLayer",
     "check_input_features",
     "choose_direction",
     "contraction_flops",

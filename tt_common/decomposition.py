@@ -20,6 +20,14 @@ and/or ``rtol``; every cap is clipped to the largest useful rank
   (``LinalgOps.to_host``); under a trace there are no values, and a
   ``ValueError`` says to pass ``max_rank`` alone.
 
+Sign convention. An SVD is unique only up to the sign of each pair of singular
+vectors (for distinct singular values), and LAPACK builds, JAX and torch pick
+signs differently. After every SVD (:func:`_truncated_svd`, so in both
+algorithms) each kept left singular vector is flipped, with its right
+partner, so that its entry of largest magnitude (the first one on ties) is
+positive. The matrix is unchanged, and the TT-SVD of the same kernel gives the
+same cores in every framework, up to rounding.
+
 Whatever the caps, the result carries ``error_bound = sqrt(sum of the squared
 dropped singular values)``, for which Oseledets' Theorem 2.2 guarantees
 ``||W - TT||_F <= error_bound`` (a float in NumPy, a 0-d array of the
@@ -37,7 +45,7 @@ import numpy as np
 
 from tt_common.shapes import TTMatrixShape, rank_caps, validate_modes
 
-__all__ = ["NUMPY_OPS", "LinalgOps", "TTDecomposition", "tt_round", "tt_svd"]
+__all__ = ["NUMPY_OPS", "LinalgOps", "TTDecomposition", "fix_signs", "tt_round", "tt_svd"]
 
 
 @dataclass(frozen=True)
@@ -45,14 +53,21 @@ class LinalgOps:
     """The functions of an array library that :func:`tt_svd` and :func:`tt_round` call.
 
     ``svd(matrix) -> (u, s, vh)`` and ``qr(matrix) -> (q, r)`` in their reduced forms,
-    ``permute(array, axes)``, and ``to_host(array)``: the values as a NumPy array, or
-    ``None`` where they are not known (a JAX tracer).
+    ``permute(array, axes)``, ``to_host(array)``: the values as a NumPy array, or
+    ``None`` where they are not known (a JAX tracer), and ``largest(matrix)``: the entry
+    of largest magnitude of each column of a 2-D array (the first one on ties), 1-D,
+    for the sign convention (:func:`fix_signs`).
     """
 
     svd: Callable[[Any], tuple[Any, Any, Any]]
     qr: Callable[[Any], tuple[Any, Any]]
     permute: Callable[[Any, tuple[int, ...]], Any]
     to_host: Callable[[Any], np.ndarray | None]
+    largest: Callable[[Any], Any]
+
+
+def _numpy_largest(matrix: np.ndarray) -> np.ndarray:
+    return np.take_along_axis(matrix, np.abs(matrix).argmax(axis=0)[None], axis=0)[0]
 
 
 NUMPY_OPS = LinalgOps(
@@ -60,6 +75,7 @@ NUMPY_OPS = LinalgOps(
     qr=np.linalg.qr,
     permute=np.transpose,
     to_host=np.asarray,
+    largest=_numpy_largest,
 )
 
 
@@ -114,13 +130,29 @@ def _truncation_rank(singular_values: np.ndarray, cap: int, delta: float) -> int
     return max(1, min(rank, cap))
 
 
+def fix_signs(u: Any, vt: Any, ops: LinalgOps = NUMPY_OPS) -> tuple[Any, Any]:
+    """The sign convention: ``u``'s columns and ``vt``'s rows flipped in pairs so that each column of ``u`` has
+    its entry of largest magnitude (the first one on ties) positive; ``u @ diag(s) @ vt`` is unchanged.
+
+    Written with what NumPy, JAX and torch arrays share (``<``, ``*``, ``-``, slicing) and ``ops.largest``, so
+    it runs under ``jax.jit`` too.
+
+    >>> u, vt = fix_signs(np.array([[0.6, -0.8], [-0.8, -0.6]]), np.array([[1.0, 2.0], [3.0, 4.0]]))
+    >>> u.tolist(), vt.tolist()
+    ([[-0.6, 0.8], [0.8, 0.6]], [[-1.0, -2.0], [-3.0, -4.0]])
+    """
+    negative = ops.largest(u) < 0  # a bool per column; x - 2 x negates exactly, and bools keep x's dtype
+    return u - 2 * (u * negative), vt - 2 * (vt * negative[:, None])
+
+
 def _truncated_svd(matrix: Any, cap: int, delta: float | None, ops: LinalgOps) -> tuple[Any, Any, Any]:
-    """Returns ``(U_r, S_r V_r^T, dropped squared norm)``."""
+    """Returns ``(U_r, S_r V_r^T, dropped squared norm)``, ``U_r`` under the sign convention (:func:`fix_signs`)."""
     u, s, vt = ops.svd(matrix)
     rank = min(cap, int(s.shape[0]))
     if delta is not None:
         rank = _truncation_rank(ops.to_host(s), cap, delta)
-    return u[:, :rank], s[:rank, None] * vt[:rank], (s[rank:] ** 2).sum()
+    u, vt = fix_signs(u[:, :rank], vt[:rank], ops)
+    return u, s[:rank, None] * vt, (s[rank:] ** 2).sum()
 
 
 def tt_svd(

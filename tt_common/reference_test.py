@@ -122,3 +122,24 @@ def test_truncations_refuse_a_float_or_bool_max_rank(max_rank) -> None:
         tt_svd(kernel, (2, 2), (3, 3), max_rank=max_rank)
     with pytest.raises(ValueError, match="max_rank"):
         tt_round(tt_svd(kernel, (2, 2), (3, 3)).cores, max_rank=max_rank)
+
+
+def _largest_entries_are_positive(cores) -> bool:
+    """The sign convention on every core but the last: each column of the left unfolding (r m n, r')."""
+    for core in cores[:-1]:
+        u = core.reshape(-1, core.shape[3])
+        if not (u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])] > 0).all():
+            return False
+    return True
+
+
+@given(tt_shapes(max_d=4, max_mode=4, max_rank=3), st.sampled_from([None, 1, 2]), seeds)
+def test_sign_convention_largest_entry_of_each_left_vector_is_positive(shape, max_rank, seed) -> None:
+    dense = np.random.default_rng(seed).standard_normal((shape.in_features, shape.out_features))
+    found = tt_svd(dense, shape.in_modes, shape.out_modes, max_rank=max_rank)
+    assert _largest_entries_are_positive(found.cores)
+    assert _largest_entries_are_positive(tt_round(_cores(shape, seed), max_rank=max_rank).cores)
+    # Flipping the kernel's sign flips the last core only: the decomposition is a function of the matrix.
+    flipped = tt_svd(-dense, shape.in_modes, shape.out_modes, max_rank=max_rank)
+    for k, (a, b) in enumerate(zip(found.cores, flipped.cores)):
+        np.testing.assert_allclose(b, -a if k == shape.d - 1 else a, atol=1e-9 * max(1.0, np.linalg.norm(dense)))

@@ -13,6 +13,7 @@ from tt_jax.embedding import TTEmbedding
 from tt_jax.functional import TTMatrix
 from tt_jax.layer import TTCore, TTLinear
 from tt_jax.report import compression_report, layer_reports
+from tt_jax.tensorize import PaddedTTLinear, tensorize
 
-__all__ = ["TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional",
-           "initializers", "layer_reports", "transfer"]
+__all__ = ["PaddedTTLinear", "TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
+           "functional", "initializers", "layer_reports", "tensorize", "transfer"]

@@ -151,6 +151,7 @@ OPS = decomposition.LinalgOps(
     qr=jnp.linalg.qr,
     permute=jnp.transpose,
     to_host=_to_host,
+    largest=lambda m: jnp.take_along_axis(m, jnp.abs(m).argmax(axis=0)[None], axis=0)[0],
 )
 
 

@@ -38,12 +38,14 @@ def test_tt_linear_matches_the_float64_reference(shape, seed) -> None:
 @given(tt_shapes(max_d=4, max_mode=4, max_rank=3), st.sampled_from([None, 1, 2]), st.sampled_from([None, 0.3]),
        seeds)
 def test_from_dense_and_round_equal_the_numpy_oracle(shape, max_rank, rtol, seed) -> None:
-    """Same ranks, same matrix (float64): the singular vectors may differ in sign, the product may not."""
+    """Same ranks, same matrix (float64); TT-SVD's cores are the oracle's too (one sign convention)."""
     dense = np.random.default_rng(seed).standard_normal((shape.in_features, shape.out_features))
     want = tt_svd(dense, shape.in_modes, shape.out_modes, max_rank=max_rank, rtol=rtol)
     got = F.from_dense(jnp.asarray(dense), shape.in_modes, shape.out_modes, max_rank=max_rank, rtol=rtol)
     assert got.ranks == want.ranks and got.dtype == jnp.float64
     np.testing.assert_allclose(F.to_dense(got), tt_to_dense(want.cores), atol=1e-9 * np.linalg.norm(dense))
+    for core, oracle in zip(got.cores, want.cores):  # random dense: distinct singular values, unique vectors
+        np.testing.assert_allclose(np.asarray(core), oracle, atol=1e-9 * max(1.0, np.linalg.norm(dense)))
     cores = [np.asarray(c) for c in _cores(shape, seed)]
     want = tt_round(cores, max_rank=max_rank, rtol=rtol)
     got = F.round(F.TTMatrix([jnp.asarray(c) for c in cores]), max_rank=max_rank, rtol=rtol)

@@ -15,6 +15,7 @@ from flax.nnx.nn import dtypes, initializers
 from tt_common.contraction import Direction, choose_direction
 from tt_common.factorize import suggest_shape
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
+from tt_common.tensorize import default_modes
 from tt_jax import functional
 from tt_jax.functional import DotGeneral, TTMatrix
 from tt_jax.initializers import CoresInitializer, lecun_normal
@@ -23,6 +24,13 @@ __all__ = ["TTCore", "TTLinear"]
 
 default_cores_init = lecun_normal()
 default_bias_init = initializers.zeros_init()
+
+
+def linear_settings(linear: nnx.Linear) -> dict[str, Any]:
+    """The constructor keywords of a :class:`TTLinear` that behaves as ``linear`` (bias, dtypes, precision, hooks)."""
+    return dict(use_bias=linear.bias is not None, dtype=linear.dtype, param_dtype=linear.param_dtype,
+                precision=linear.precision, dot_general=linear.dot_general, promote_dtype=linear.promote_dtype,
+                preferred_element_type=linear.preferred_element_type)
 
 
 class TTCore(nnx.Param):
@@ -198,29 +206,33 @@ class TTLinear(TTShapeProperties, nnx.Module):
     def from_linear(
         cls,
         linear: nnx.Linear,
-        in_modes: Sequence[int],
-        out_modes: Sequence[int],
+        in_modes: Sequence[int] | None = None,
+        out_modes: Sequence[int] | None = None,
         *,
         max_rank: int | Sequence[int] | None = None,
         rtol: float | None = None,
+        d: int | None = None,
         **kwargs: Any,
     ) -> TTLinear:
         """The TT-SVD of an ``nnx.Linear``: its kernel, bias and settings (dtypes, precision, hooks).
+
+        Without modes, they are :func:`tt_common.tensorize.choose_modes`'s for ``d`` cores (default: by the
+        layer's size), at rank ``max_rank`` when it is an int (as :func:`tt_torch.TTLinear.from_linear`).
 
         >>> from flax import nnx
         >>> dense = nnx.Linear(16, 9, rngs=nnx.Rngs(0))
         >>> layer = TTLinear.from_linear(dense, (4, 4), (3, 3), max_rank=4)
         >>> layer.ranks, layer.bias.dtype, bool((layer.bias[...] == dense.bias[...]).all())
         ((1, 4, 1), dtype('float32'), True)
+        >>> TTLinear.from_linear(nnx.Linear(1024, 256, rngs=nnx.Rngs(0)), max_rank=4).in_modes
+        (8, 8, 16)
         """
         if not isinstance(linear, nnx.Linear):
             raise ValueError(f"linear must be an nnx.Linear, got {type(linear).__name__}")
-        settings = dict(use_bias=linear.bias is not None, dtype=linear.dtype, param_dtype=linear.param_dtype,
-                        precision=linear.precision, dot_general=linear.dot_general,
-                        promote_dtype=linear.promote_dtype, preferred_element_type=linear.preferred_element_type)
+        in_modes, out_modes = default_modes(linear.in_features, linear.out_features, in_modes, out_modes, d, max_rank)
         bias = None if linear.bias is None else linear.bias[...]
         return cls.from_dense(linear.kernel[...], in_modes, out_modes, max_rank=max_rank, rtol=rtol, bias=bias,
-                              **{**settings, **kwargs})
+                              **{**linear_settings(linear), **kwargs})
 
     def round(self, *, max_rank: int | Sequence[int] | None = None, rtol: float | None = None) -> TTLinear:
         """A new layer with lower TT-ranks (:func:`tt_jax.functional.round`), same bias and settings.

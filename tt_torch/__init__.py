@@ -12,6 +12,7 @@ from tt_torch.embedding import TTEmbedding
 from tt_torch.functional import TTMatrix
 from tt_torch.layer import TTLinear
 from tt_torch.report import compression_report, layer_reports
+from tt_torch.tensorize import PaddedTTLinear, tensorize
 
-__all__ = ["TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers",
-           "layer_reports", "transfer"]
+__all__ = ["PaddedTTLinear", "TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
+           "functional", "initializers", "layer_reports", "tensorize", "transfer"]

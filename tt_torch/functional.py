@@ -143,6 +143,7 @@ OPS = decomposition.LinalgOps(
     qr=torch.linalg.qr,
     permute=_permute,
     to_host=_to_host,
+    largest=lambda m: m.gather(0, m.abs().argmax(dim=0, keepdim=True))[0],
 )
 
 

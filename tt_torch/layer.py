@@ -12,6 +12,7 @@ from torch import nn
 from tt_common.contraction import Direction, choose_direction
 from tt_common.factorize import suggest_shape
 from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_dtype
+from tt_common.tensorize import default_modes
 from tt_torch import functional
 from tt_torch.functional import TTMatrix
 from tt_torch.initializers import CoresInitializer, lecun_normal
@@ -200,23 +201,30 @@ class TTLinear(TTShapeProperties, nn.Module):
     def from_linear(
         cls,
         linear: nn.Linear,
-        in_modes: Sequence[int],
-        out_modes: Sequence[int],
+        in_modes: Sequence[int] | None = None,
+        out_modes: Sequence[int] | None = None,
         *,
         max_rank: int | Sequence[int] | None = None,
         rtol: float | None = None,
+        d: int | None = None,
         **kwargs: Any,
     ) -> TTLinear:
         """The TT-SVD of an ``nn.Linear``: its weight, bias, device and dtype.
+
+        Without modes, they are :func:`tt_common.tensorize.choose_modes`'s for ``d`` cores (default: by the
+        layer's size), at rank ``max_rank`` when it is an int (as :func:`tt_jax.TTLinear.from_linear`).
 
         >>> import torch
         >>> dense = torch.nn.Linear(16, 9, dtype=torch.float64)
         >>> layer = TTLinear.from_linear(dense, (4, 4), (3, 3), max_rank=4)
         >>> layer.ranks, layer.bias.dtype, torch.equal(layer.bias, dense.bias)
         ((1, 4, 1), torch.float64, True)
+        >>> TTLinear.from_linear(torch.nn.Linear(1024, 256), max_rank=4).in_modes
+        (8, 8, 16)
         """
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"linear must be an nn.Linear, got {type(linear).__name__}")
+        in_modes, out_modes = default_modes(linear.in_features, linear.out_features, in_modes, out_modes, d, max_rank)
         bias = False if linear.bias is None else linear.bias
         return cls.from_dense(linear.weight, in_modes, out_modes, max_rank=max_rank, rtol=rtol, bias=bias, **kwargs)
 
