@@ -8,9 +8,9 @@ import sys
 import pytest
 
 CASES = {
-    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_torch.functional, tt_common.transfer",
+    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.inference, tt_torch.export, tt_torch.initializers, tt_torch.functional, tt_common.transfer",
                  ("jax", "jaxlib", "flax", "optax")),
-    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_jax.functional, tt_common.transfer",
+    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.inference, tt_jax.export, tt_jax.initializers, tt_jax.functional, tt_common.transfer",
                ("torch",)),
     "tt_common": ("import tt_common, tt_common.transfer, tt_common.decomposition",
                   ("jax", "torch", "safetensors")),
@@ -18,10 +18,10 @@ CASES = {
 
 # What each package exposes: the TT layers, initializers, the functional API, transfer and reports.
 PUBLIC = {
-    "tt_jax": ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-               "transfer"],
-    "tt_torch": ["TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-                 "transfer"],
+    "tt_jax": ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "inference", "initializers",
+               "layer_reports", "transfer"],
+    "tt_torch": ["TTLinear", "TTMatrix", "compression_report", "functional", "inference", "initializers",
+                 "layer_reports", "transfer"],
 }
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tt_common.contraction import choose_direction, contraction_flops, dense_matmul_flops
+from tt_common.contraction import InferenceChoice, choose_direction, contraction_flops, dense_matmul_flops
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["LayerReport", "dense_layer_report", "format_report", "tt_layer_report"]
+__all__ = ["LayerReport", "dense_layer_report", "format_inference_report", "format_report", "tt_layer_report"]
 
 
 @dataclass(frozen=True)
@@ -97,4 +97,28 @@ def format_report(rows: Sequence[LayerReport], other_params: int = 0) -> str:
     dense = sum(r.dense_params for r in rows) + other_params
     flops = sum(r.flops for r in rows)
     lines.append(f"| total | | | | | | {params:,} | {dense:,} | {dense / max(params, 1):.1f} | {flops:,} |")
+    return "\n".join(lines)
+
+
+def format_inference_report(rows: Sequence[tuple[str, InferenceChoice | None]]) -> str:
+    """A markdown table of each TT layer's inference form and why (``None``: not prepared, the training form).
+
+    Costs are the model's per call (:func:`tt_common.contraction.choose_inference_form`), not measurements.
+
+    >>> from tt_common.contraction import choose_inference_form
+    >>> shape = TTMatrixShape.create((32, 32), (32, 32), 32)
+    >>> print(format_inference_report([("fc", choose_inference_form(shape, 32, "dense")), ("head", None)]))
+    | layer | form | batch | modelled cost, cores | modelled cost, dense | dense W | why |
+    |---|---|---|---|---|---|---|
+    | fc | dense | 32 | 2.25e+08 | 1.14e+08 | 4.0 MiB | forced by the user (form='dense') |
+    | head | cores | - | - | - | - | training form (prepare_inference not called) |
+    """
+    lines = ["| layer | form | batch | modelled cost, cores | modelled cost, dense | dense W | why |",
+             "|---|---|---|---|---|---|---|"]
+    for name, c in rows:
+        if c is None:
+            lines.append(f"| {name} | cores | - | - | - | - | training form (prepare_inference not called) |")
+        else:
+            lines.append(f"| {name} | {c.form} | {c.batch_size} | {c.cores_cost:.3g} | {c.dense_cost:.3g} | "
+                         f"{c.dense_bytes / 2**20:.1f} MiB | {c.reason} |")
     return "\n".join(lines)

@@ -7,10 +7,10 @@
 1152
 """
 
-from tt_jax import functional, initializers, transfer
+from tt_jax import functional, inference, initializers, transfer
 from tt_jax.functional import TTMatrix
 from tt_jax.layer import TTCore, TTLinear
 from tt_jax.report import compression_report, layer_reports
 
-__all__ = ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports",
-           "transfer"]
+__all__ = ["TTCore", "TTLinear", "TTMatrix", "compression_report", "functional", "inference", "initializers",
+           "layer_reports", "transfer"]

@@ -6,9 +6,9 @@
 1152
 """
 
-from tt_torch import functional, initializers, transfer
+from tt_torch import functional, inference, initializers, transfer
 from tt_torch.functional import TTMatrix
 from tt_torch.layer import TTLinear
 from tt_torch.report import compression_report, layer_reports
 
-__all__ = ["TTLinear", "TTMatrix", "compression_report", "functional", "initializers", "layer_reports", "transfer"]
+__all__ = ["TTLinear", "TTMatrix", "compression_report", "functional", "inference", "initializers", "layer_reports", "transfer"]
