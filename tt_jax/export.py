@@ -43,11 +43,12 @@ def check_exportable(model: nnx.Module, example_input: Any, dynamic_axes: Sequen
     ``nnx.Dropout`` deterministic: ``model.eval()``); the input of a floating dtype of
     :data:`SUPPORTED_DTYPES`, at least 1-D; the dynamic axes batch axes, not the feature (last) axis.
     """
-    for path, node in nnx.iter_graph(model):
-        where = ".".join(map(str, path)) or "model"
+    nodes = [(".".join(map(str, path)) or "model", node) for path, node in nnx.iter_graph(model)]
+    for where, node in nodes:  # batch norm first: in training mode it changes the outputs, not only their noise
         if isinstance(node, nnx.BatchNorm) and not node.use_running_average:
             raise ValueError(f"cannot export: the batch norm {where!r} is in training mode (use_running_average "
                              "is not True): call model.eval() first")
+    for where, node in nodes:
         if isinstance(node, nnx.Dropout) and not node.deterministic and node.rate > 0:
             raise ValueError(f"cannot export: the dropout {where!r} is in training mode (deterministic is not "
                              "True): call model.eval() first")

@@ -46,11 +46,12 @@ def check_exportable(model: nn.Module, example_input: torch.Tensor, dynamic_axes
     axes, not the feature (last) axis, each of size at least 2 in the example (``torch.export`` specializes
     sizes 0 and 1).
     """
-    for name, module in model.named_modules():
-        where = name or "model"
+    modules = [(name or "model", module) for name, module in model.named_modules()]
+    for where, module in modules:  # batch norm first: in training mode it changes the outputs, not only their noise
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.training:
             raise ValueError(f"cannot export: the batch norm {where!r} is in training mode (it would normalize "
                              "with the batch's statistics): call model.eval() first")
+    for where, module in modules:
         if isinstance(module, nn.modules.dropout._DropoutNd) and module.training and module.p > 0:
             raise ValueError(f"cannot export: the dropout {where!r} is in training mode: call model.eval() first")
     if not isinstance(example_input, torch.Tensor):
