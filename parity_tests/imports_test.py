@@ -8,11 +8,11 @@ import sys
 import pytest
 
 CASES = {
-    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.initializers, tt_torch.functional, tt_common.transfer, "
-                 "tt_common.tensorize",
+    "tt_torch": ("import tt_torch, tt_torch.transfer, tt_torch.inference, tt_torch.export, tt_torch.initializers, "
+                 "tt_torch.functional, tt_common.transfer, tt_common.tensorize",
                  ("jax", "jaxlib", "flax", "optax")),
-    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.initializers, tt_jax.functional, tt_common.transfer, "
-               "tt_common.tensorize",
+    "tt_jax": ("import tt_jax, tt_jax.transfer, tt_jax.inference, tt_jax.export, tt_jax.initializers, "
+               "tt_jax.functional, tt_common.transfer, tt_common.tensorize",
                ("torch",)),
     "tt_common": ("import tt_common, tt_common.transfer, tt_common.decomposition, tt_common.tensorize",
                   ("jax", "torch", "safetensors")),
@@ -21,9 +21,9 @@ CASES = {
 # What each package exposes: the TT layers, initializers, the functional API, transfer and reports.
 PUBLIC = {
     "tt_jax": ["PaddedTTLinear", "TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
-               "functional", "initializers", "layer_reports", "tensorize", "transfer"],
+               "functional", "inference", "initializers", "layer_reports", "tensorize", "transfer"],
     "tt_torch": ["PaddedTTLinear", "TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
-                 "functional", "initializers", "layer_reports", "tensorize", "transfer"],
+                 "functional", "inference", "initializers", "layer_reports", "tensorize", "transfer"],
 }
 
 

@@ -6,7 +6,9 @@ Imports neither JAX nor PyTorch, so that ``tt_torch`` users never load JAX and v
 
 from tt_common.contraction import (
     Direction,
+    InferenceChoice,
     choose_direction,
+    choose_inference_form,
     contraction_flops,
     dense_matmul_flops,
     flop_table,
@@ -19,12 +21,13 @@ from tt_common.factorize import factorizations, factorize, suggest_shape
 from tt_common.init import core_std, target_variance
 from tt_common.decomposition import TTDecomposition
 from tt_common.reference import tt_matmul_reference, tt_round, tt_svd, tt_to_dense
-from tt_common.report import LayerReport, dense_layer_report, format_report, tt_layer_report
+from tt_common.report import LayerReport, dense_layer_report, format_inference_report, format_report, tt_layer_report
 from tt_common.tensorize import TensorizedLayer, TensorizeReport
 from tt_common.shapes import TTMatrixShape, check_input_features, max_ranks, normalize_ranks, validate_modes
 
 __all__ = [
     "Direction",
+    "InferenceChoice",
     "LayerReport",
     "TTConvShape",
     "TTDecomposition",
@@ -34,6 +37,7 @@ __all__ = [
     "TensorizedLayer",
     "check_input_features",
     "choose_direction",
+    "choose_inference_form",
     "contraction_flops",
     "core_std",
     "dense_layer_report",
@@ -41,6 +45,7 @@ __all__ = [
     "factorizations",
     "factorize",
     "flop_table",
+    "format_inference_report",
     "format_report",
     "max_ranks",
     "normalize_ranks",

@@ -44,16 +44,23 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from tt_common.shapes import TTMatrixShape, check_input_features, check_input_ndim
 
 __all__ = [
+    "DEFAULT_MAX_DENSE_BYTES",
     "Direction",
+    "InferenceChoice",
+    "InferenceForm",
     "broadcast_core_elements",
     "choose_direction",
+    "choose_inference_form",
     "contraction_flops",
+    "dense_call_cost",
     "dense_matmul_flops",
     "flop_table",
     "layer_plan",
@@ -61,12 +68,14 @@ __all__ = [
     "merged_shape",
     "plan_cost",
     "plan_groups",
+    "planning_batch",
     "reconstruction_flops",
     "small_products",
     "tt_matmul",
 ]
 
 Direction = Literal["ltr", "rtl"]
+InferenceForm = Literal["cores", "dense"]
 Permute = Callable[[Any, tuple[int, ...]], Any]
 
 def contraction_flops(shape: TTMatrixShape, batch_size: int, direction: Direction) -> list[int]:
@@ -147,6 +156,119 @@ def reconstruction_flops(shape: TTMatrixShape) -> int:
         2 * math.prod(m[:k]) * math.prod(n[:k]) * r[k] * m[k] * n[k] * r[k + 1]
         for k in range(1, shape.d)
     )
+
+
+# The largest dense matrix "auto" builds for one layer: a TT model is chosen for its small memory, so the
+# inference mode trades it for speed only up to a bound; pass max_dense_bytes to move it.
+DEFAULT_MAX_DENSE_BYTES = 64 * 2**20
+
+
+def dense_call_cost(shape: TTMatrixShape, batch_size: int, *, flops_per_byte: float = 10.0,
+                    step_flops: float = 2e6) -> float:
+    """Modelled cost, in FLOPs, of one call ``x @ W`` with the dense matrix, in :func:`plan_cost`'s units.
+
+    The matmul's FLOPs + ``flops_per_byte`` x the float32 bytes it reads and writes (``x``, ``W``, the
+    output) + ``step_flops`` for the call, so that it compares with :func:`plan_cost` of the cores. Building
+    ``W`` (:func:`reconstruction_flops`) is paid once, not per call, and is not counted.
+
+    >>> dense_call_cost(TTMatrixShape.create((2, 3), (4, 5), ranks=2), 1, step_flops=0)  # 240 + 10 x 4 x 146
+    6080.0
+    """
+    m, n = shape.in_features, shape.out_features
+    traffic = 4 * (batch_size * m + m * n + batch_size * n)
+    return float(dense_matmul_flops(shape, batch_size) + flops_per_byte * traffic + step_flops)
+
+
+@dataclass(frozen=True)
+class InferenceChoice:
+    """A layer's inference form for a batch size, and why (:func:`choose_inference_form`).
+
+    ``cores_cost`` and ``dense_cost`` are the modelled costs of one call (:func:`plan_cost` of the layer's
+    plan, :func:`dense_call_cost`); ``dense_bytes`` the memory of the dense ``W`` in the layer's dtype;
+    ``reconstruction_flops`` the one-off cost of building it.
+    """
+
+    form: InferenceForm
+    batch_size: int
+    cores_cost: float
+    dense_cost: float
+    dense_bytes: int
+    reconstruction_flops: int
+    reason: str
+
+
+def _mib(nbytes: float) -> str:
+    return f"{nbytes / 2**20:.1f} MiB"
+
+
+def choose_inference_form(
+    shape: TTMatrixShape,
+    batch_size: int,
+    form: Literal["auto", "cores", "dense"] = "auto",
+    *,
+    direction: Direction | None = None,
+    itemsize: int = 4,
+    max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES,
+    product_flops: float = 0.0,
+) -> InferenceChoice:
+    """Whether a layer should contract its cores or multiply by its dense ``W`` (built once) at inference.
+
+    ``"auto"`` takes the dense form when its modelled cost per call (:func:`dense_call_cost`) is below the
+    cores' (:func:`plan_cost` of :func:`layer_plan`, the plan the layer contracts with; ``direction`` and
+    ``product_flops`` as there) and ``W`` (``itemsize`` bytes per element) fits in ``max_dense_bytes``.
+    ``"cores"`` / ``"dense"`` force the form; the costs are reported all the same.
+
+    At batch 1 reading ``W`` costs more than the cores' product; at batch 32 the dense product wins:
+
+    >>> wide = TTMatrixShape.create((32, 32), (32, 32), 32)  # 1024 -> 1024, rank 32
+    >>> choose_inference_form(wide, 1).form, choose_inference_form(wide, 32).form
+    ('cores', 'dense')
+    >>> choose_inference_form(wide, 32).dense_bytes, choose_inference_form(wide, 32, max_dense_bytes=2**20).form
+    (4194304, 'cores')
+    >>> choose_inference_form(wide, 32, "cores").reason
+    "forced by the user (form='cores')"
+    """
+    _check_batch_size(batch_size)
+    if form not in ("auto", "cores", "dense"):
+        raise ValueError(f"form must be 'auto', 'cores' or 'dense', got {form!r}")
+    if isinstance(itemsize, bool) or not isinstance(itemsize, int) or itemsize < 1:
+        raise ValueError(f"itemsize must be a positive integer, got {itemsize!r}")
+    if isinstance(max_dense_bytes, bool) or not isinstance(max_dense_bytes, int) or max_dense_bytes < 0:
+        raise ValueError(f"max_dense_bytes must be a non-negative integer, got {max_dense_bytes!r}")
+    plan = layer_plan(shape, batch_size, direction, product_flops=product_flops)
+    cores = plan_cost(shape, batch_size, *plan, product_flops=product_flops)
+    dense = dense_call_cost(shape, batch_size)
+    nbytes = shape.in_features * shape.out_features * itemsize
+    costs = f"modelled cost per call at batch {batch_size}: cores {cores:.3g}, dense {dense:.3g} FLOPs"
+    if form != "auto":
+        chosen, reason = form, f"forced by the user (form={form!r})"
+    elif nbytes > max_dense_bytes:
+        chosen, reason = "cores", f"the dense W would take {_mib(nbytes)} > max_dense_bytes {_mib(max_dense_bytes)}"
+    elif dense < cores:
+        chosen, reason = "dense", f"dense is cheaper ({costs}); W takes {_mib(nbytes)}"
+    else:
+        chosen, reason = "cores", f"cores are cheaper ({costs})"
+    return InferenceChoice(chosen, batch_size, cores, dense, nbytes, reconstruction_flops(shape), reason)
+
+
+def _check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+def planning_batch(batch_shape: Sequence[Any], symbolic: int = 1) -> int:
+    """The batch size to plan the contraction for: the product of ``batch_shape``, or ``symbolic``.
+
+    Under ``jax.export`` / ``torch.export`` a batch dimension is a symbol (``jax.export.symbolic_shape``,
+    a ``torch.SymInt``); the planner compares costs, which a symbol cannot do (JAX raises, torch would
+    specialize the dimension), so the layers plan for ``symbolic``: their prepared inference batch size.
+
+    >>> planning_batch((4, 8)), planning_batch(())
+    (32, 1)
+    """
+    if all(type(d) is int for d in batch_shape):  # exactly int: a SymInt or a JAX symbolic dim is not
+        return math.prod(batch_shape)
+    return symbolic
 
 
 def flop_table(shape: TTMatrixShape, batch_size: int) -> dict[str, int]:

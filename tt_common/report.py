@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tt_common.contraction import choose_direction, contraction_flops, dense_matmul_flops
+from tt_common.contraction import InferenceChoice, choose_direction, contraction_flops, dense_matmul_flops
 from tt_common.conv import TTConvShape, per_position_flops
 from tt_common.embedding import TTEmbeddingShape, choose_lookup_direction, lookup_flops
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["LayerReport", "dense_layer_report", "format_report", "tt_conv_layer_report", "tt_embedding_layer_report",
-           "tt_layer_report"]
+__all__ = ["LayerReport", "dense_layer_report", "format_inference_report", "format_report", "tt_conv_layer_report",
+           "tt_embedding_layer_report", "tt_layer_report"]
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,27 @@ def tt_embedding_layer_report(name: str, shape: TTEmbeddingShape) -> LayerReport
         in_modes=shape.vocab_modes, out_modes=shape.feature_modes, ranks=shape.matrix.ranks,
         params=shape.matrix.num_params, dense_params=shape.matrix.dense_num_params, flops=flops, dense_flops=0,
     )
+
+
+def format_inference_report(rows: Sequence[tuple[str, InferenceChoice | None]]) -> str:
+    """A markdown table of each TT layer's inference form and why (``None``: not prepared, the training form).
+
+    Costs are the model's per call (:func:`tt_common.contraction.choose_inference_form`), not measurements.
+
+    >>> from tt_common.contraction import choose_inference_form
+    >>> shape = TTMatrixShape.create((32, 32), (32, 32), 32)
+    >>> print(format_inference_report([("fc", choose_inference_form(shape, 32, "dense")), ("head", None)]))
+    | layer | form | batch | modelled cost, cores | modelled cost, dense | dense W | why |
+    |---|---|---|---|---|---|---|
+    | fc | dense | 32 | 2.25e+08 | 1.14e+08 | 4.0 MiB | forced by the user (form='dense') |
+    | head | cores | - | - | - | - | training form (prepare_inference not called) |
+    """
+    lines = ["| layer | form | batch | modelled cost, cores | modelled cost, dense | dense W | why |",
+             "|---|---|---|---|---|---|---|"]
+    for name, c in rows:
+        if c is None:
+            lines.append(f"| {name} | cores | - | - | - | - | training form (prepare_inference not called) |")
+        else:
+            lines.append(f"| {name} | {c.form} | {c.batch_size} | {c.cores_cost:.3g} | {c.dense_cost:.3g} | "
+                         f"{c.dense_bytes / 2**20:.1f} MiB | {c.reason} |")
+    return "\n".join(lines)

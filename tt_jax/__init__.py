@@ -7,7 +7,7 @@
 1152
 """
 
-from tt_jax import functional, initializers, transfer
+from tt_jax import functional, inference, initializers, transfer
 from tt_jax.conv import TTConv2d
 from tt_jax.embedding import TTEmbedding
 from tt_jax.functional import TTMatrix
@@ -16,4 +16,4 @@ from tt_jax.report import compression_report, layer_reports
 from tt_jax.tensorize import PaddedTTLinear, tensorize
 
 __all__ = ["PaddedTTLinear", "TTConv2d", "TTCore", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
-           "functional", "initializers", "layer_reports", "tensorize", "transfer"]
+           "functional", "inference", "initializers", "layer_reports", "tensorize", "transfer"]

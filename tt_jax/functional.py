@@ -26,7 +26,6 @@ through ``jax.jit``, ``jax.grad``, ``jax.vmap``, optax and equinox as is.
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -35,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from tt_common import decomposition
-from tt_common.contraction import Direction, layer_plan, tt_matmul
+from tt_common.contraction import Direction, layer_plan, planning_batch, tt_matmul
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
 from tt_jax._xla_cpu import add_bias, on_cpu, product_flops
 
@@ -107,13 +106,15 @@ def tt_linear(
     precision: jax.lax.PrecisionLike = None,
     dot_general: DotGeneral = jax.lax.dot_general,
     preferred_element_type: jnp.dtype | None = None,
+    plan_batch_size: int = 1,
 ) -> jax.Array:
     """``x @ W + bias`` for ``x`` of shape ``(..., M)``: ``(..., N)``, contracted core by core.
 
     ``shape`` (default: read off the cores) is checked against the cores. ``direction`` defaults to the
     cheaper one (:func:`tt_common.choose_direction`). Every product is a ``dot_general`` call (``precision``,
     ``preferred_element_type`` go to it, as in ``nnx.Linear``). Arrays are used in their own dtypes: promote
-    them first.
+    them first. A symbolic batch (``jax.export``) is planned for ``plan_batch_size``
+    (:func:`tt_common.contraction.planning_batch`).
 
     >>> import jax.numpy as jnp
     >>> cores = [jnp.ones((1, 2, 3, 2)), jnp.ones((2, 4, 5, 1))]
@@ -123,7 +124,7 @@ def tt_linear(
     found = TTMatrixShape.of_cores([c.shape for c in cores], shape)
     if bias is not None:
         found.check_bias(bias.shape)
-    groups, direction = plan(found, math.prod(x.shape[:-1]), direction)
+    groups, direction = plan(found, planning_batch(x.shape[:-1], plan_batch_size), direction)
     product = functools.partial(_matmul, dot_general=dot_general, precision=precision,
                                 preferred_element_type=preferred_element_type)
     with jax.named_scope("tt_linear"):

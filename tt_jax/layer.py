@@ -12,15 +12,17 @@ import numpy as np
 from flax import nnx
 from flax.nnx.nn import dtypes, initializers
 
-from tt_common.contraction import Direction, choose_direction
+from tt_common.contraction import (DEFAULT_MAX_DENSE_BYTES, Direction, InferenceChoice, choose_direction,
+                                   choose_inference_form)
 from tt_common.factorize import suggest_shape
-from tt_common.shapes import TTMatrixShape, TTShapeProperties
+from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_features, check_input_ndim
 from tt_common.tensorize import default_modes
 from tt_jax import functional
+from tt_jax._xla_cpu import add_bias, product_flops
 from tt_jax.functional import DotGeneral, TTMatrix
 from tt_jax.initializers import CoresInitializer, lecun_normal
 
-__all__ = ["TTCore", "TTLinear"]
+__all__ = ["DenseKernel", "TTCore", "TTLinear"]
 
 default_cores_init = lecun_normal()
 default_bias_init = initializers.zeros_init()
@@ -35,6 +37,18 @@ def linear_settings(linear: nnx.Linear) -> dict[str, Any]:
 
 class TTCore(nnx.Param):
     """A TT core, shape ``(r_{k-1}, m_k, n_k, r_k)``: an ``nnx.Param`` that filters can select."""
+
+
+class DenseKernel(nnx.Variable):
+    """The dense ``(M, N)`` kernel a ``TTLinear`` in the dense inference form multiplies by: a cache, not a
+    parameter (``nnx.Param`` filters, optimizers and :mod:`tt_jax.transfer` leave it out)."""
+
+
+class _DenseSource:
+    """The core arrays a :class:`DenseKernel` was built from, by reference: a static attribute (identity hash)."""
+
+    def __init__(self, cores: tuple[jax.Array, ...]) -> None:
+        self.cores = cores
 
 
 class TTLinear(TTShapeProperties, nnx.Module):
@@ -127,15 +141,105 @@ class TTLinear(TTShapeProperties, nnx.Module):
         self.cores = nnx.List([TTCore(c, **cores_metadata) for c in cores])
         self.bias = (nnx.Param(bias_init(rngs.params(), (self.shape.out_features,), param_dtype), **bias_metadata)
                      if use_bias else nnx.data(None))
+        # Inference mode (prepare_inference): None is the training form, the cores contracted on every call.
+        self.inference_choice: InferenceChoice | None = None
+        self.dense_kernel: DenseKernel | None = nnx.data(None)
+        self._dense_source: _DenseSource | None = None
 
     def __call__(self, inputs: jax.Array) -> jax.Array:
-        """Applies the layer to the last axis of ``inputs``: ``(..., M) -> (..., N)``."""
+        """Applies the layer to the last axis of ``inputs``: ``(..., M) -> (..., N)``.
+
+        In the dense inference form (:meth:`prepare_inference`) it multiplies by the cached dense kernel.
+        """
+        if self.inference_form == "dense":
+            return self._dense_call(inputs)
         bias = self.bias[...] if self.bias is not None else None
         inputs, *cores, bias = self.promote_dtype((inputs, *(c[...] for c in self.cores), bias), dtype=self.dtype)
         return functional.tt_linear(
             inputs, cores, bias, shape=self.shape, direction=self.direction, precision=self.precision,
             dot_general=self.dot_general, preferred_element_type=self.preferred_element_type,
+            plan_batch_size=self._plan_batch_size(),
         )
+
+    @property
+    def inference_form(self) -> Literal["cores", "dense"]:
+        """``"dense"`` when :meth:`prepare_inference` chose the dense form, else ``"cores"`` (the training form)."""
+        return "cores" if self.inference_choice is None else self.inference_choice.form
+
+    def prepare_inference(
+        self, batch_size: int, form: Literal["auto", "cores", "dense"] = "auto", *,
+        max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES,
+    ) -> InferenceChoice:
+        """Chooses the layer's inference form for batches of ``batch_size`` and builds the dense kernel if needed.
+
+        ``"auto"`` asks the FLOP/memory model (:func:`tt_common.contraction.choose_inference_form`), ``"cores"``
+        and ``"dense"`` force a form. The dense form multiplies by a :class:`DenseKernel` built here, once, from
+        the cores; an eager call whose cores changed since (``nnx.update``, ``set_value``) rebuilds it first.
+        Under a transform (``nnx.jit``, ``jax.export``) the kernel is used as it is: call this method again
+        after updating the cores. The dense form is for inference: no gradient reaches the cores through it.
+        ``batch_size`` is also the batch the cores are planned for when the batch is symbolic (``jax.export``).
+
+        >>> import jax.numpy as jnp
+        >>> from flax import nnx
+        >>> layer = TTLinear((32, 32), (32, 32), 32, rngs=nnx.Rngs(0))
+        >>> layer.prepare_inference(32).form, layer.dense_kernel.shape
+        ('dense', (1024, 1024))
+        >>> x = jnp.ones((32, 1024))
+        >>> bool(jnp.allclose(layer(x), x @ layer.to_dense() + layer.bias[...], atol=1e-4))
+        True
+        >>> layer.prepare_inference(1).form, layer.dense_kernel  # at batch 1 the cores are cheaper
+        ('cores', None)
+        """
+        itemsize = jnp.dtype(self.cores[0].get_value().dtype).itemsize
+        choice = choose_inference_form(self.shape, batch_size, form, direction=self.direction, itemsize=itemsize,
+                                       max_dense_bytes=max_dense_bytes, product_flops=product_flops())
+        self.inference_choice = choice
+        if choice.form == "dense":
+            self._build_dense_kernel()
+        else:
+            self.dense_kernel, self._dense_source = None, None
+        return choice
+
+    def reset_inference(self) -> None:
+        """Back to the training form: the cores contracted on every call; the dense kernel is dropped."""
+        self.inference_choice, self.dense_kernel, self._dense_source = None, None, None
+
+    def _plan_batch_size(self) -> int:
+        return 1 if self.inference_choice is None else self.inference_choice.batch_size
+
+    def _build_dense_kernel(self) -> None:
+        cores = tuple(c.get_raw_value() for c in self.cores)
+        self.dense_kernel = DenseKernel(jax.lax.stop_gradient(functional.to_dense(TTMatrix(cores, self.shape))))
+        self._dense_source = _DenseSource(cores)
+
+    def _dense_is_stale(self) -> bool:
+        """Whether the cores' values changed since the kernel was built (checked on concrete arrays only)."""
+        cores = tuple(c.get_raw_value() for c in self.cores)
+        if any(isinstance(c, jax.core.Tracer) for c in cores):
+            return False  # inside a transform: the kernel is used as it is (see prepare_inference)
+        source = self._dense_source.cores if self._dense_source is not None else ()
+        if len(source) == len(cores) and all(a is b for a, b in zip(source, cores)):
+            return False
+        # New arrays (nnx.update, an nnx.jit call that returned the state) need not be new values.
+        same = len(source) == len(cores) and all(
+            a.shape == b.shape and a.dtype == b.dtype and bool(jnp.array_equal(a, b)) for a, b in zip(source, cores))
+        if same:
+            self._dense_source = _DenseSource(cores)
+        return not same
+
+    def _dense_call(self, inputs: jax.Array) -> jax.Array:
+        check_input_ndim(inputs.ndim, self.in_features)
+        check_input_features(inputs.shape[-1], self.in_features, self.in_modes)
+        if self.dense_kernel is None or self._dense_is_stale():
+            self._build_dense_kernel()
+        bias = self.bias[...] if self.bias is not None else None
+        inputs, kernel, bias = self.promote_dtype((inputs, self.dense_kernel[...], bias), dtype=self.dtype)
+        kwargs: dict[str, Any] = {"precision": self.precision}
+        if self.preferred_element_type is not None:
+            kwargs["preferred_element_type"] = self.preferred_element_type
+        with jax.named_scope("tt_dense"):
+            y = self.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)), ((), ())), **kwargs)
+            return add_bias(y, bias)
 
     def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
         """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.

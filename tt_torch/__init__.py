@@ -6,7 +6,7 @@
 1152
 """
 
-from tt_torch import functional, initializers, transfer
+from tt_torch import functional, inference, initializers, transfer
 from tt_torch.conv import TTConv2d
 from tt_torch.embedding import TTEmbedding
 from tt_torch.functional import TTMatrix
@@ -15,4 +15,4 @@ from tt_torch.report import compression_report, layer_reports
 from tt_torch.tensorize import PaddedTTLinear, tensorize
 
 __all__ = ["PaddedTTLinear", "TTConv2d", "TTEmbedding", "TTLinear", "TTMatrix", "compression_report",
-           "functional", "initializers", "layer_reports", "tensorize", "transfer"]
+           "functional", "inference", "initializers", "layer_reports", "tensorize", "transfer"]

@@ -24,7 +24,6 @@ their :class:`tt_common.TTMatrixShape`.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from tt_common import decomposition
-from tt_common.contraction import Direction, layer_plan, tt_matmul
+from tt_common.contraction import Direction, layer_plan, planning_batch, tt_matmul
 from tt_common.shapes import TTMatrixShape, TTShapeProperties
 
 __all__ = ["TTMatrix", "from_dense", "matmul", "plan", "round", "to_dense", "tt_linear"]
@@ -102,11 +101,13 @@ def tt_linear(
     *,
     shape: TTMatrixShape | None = None,
     direction: Direction | None = None,
+    plan_batch_size: int = 1,
 ) -> torch.Tensor:
     """``x @ W + bias`` for ``x`` of shape ``(..., M)``: ``(..., N)``, contracted core by core.
 
     ``shape`` (default: read off the cores) is checked against the cores. ``direction`` defaults to the
-    cheaper one (:func:`tt_common.choose_direction`).
+    cheaper one (:func:`tt_common.choose_direction`). A symbolic batch (``torch.export``'s ``SymInt``) is
+    planned for ``plan_batch_size`` (:func:`tt_common.contraction.planning_batch`).
 
     >>> import torch
     >>> cores = [torch.ones(1, 2, 3, 2), torch.ones(2, 4, 5, 1)]
@@ -116,7 +117,7 @@ def tt_linear(
     found = TTMatrixShape.of_cores([tuple(c.shape) for c in cores], shape)
     if bias is not None:
         found.check_bias(tuple(bias.shape))
-    groups, direction = plan(found, math.prod(x.shape[:-1]), direction)
+    groups, direction = plan(found, planning_batch(x.shape[:-1], plan_batch_size), direction)
     y = tt_matmul(x, list(cores), found, direction, permute=_permute, matmul=_matmul, groups=groups)
     # bias in y's dtype: under torch.autocast the products run in the low dtype, as nn.Linear's addmm does
     return y if bias is None else y + bias.to(y.dtype)

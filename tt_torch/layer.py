@@ -9,9 +9,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from tt_common.contraction import Direction, choose_direction
+from tt_common.contraction import (DEFAULT_MAX_DENSE_BYTES, Direction, InferenceChoice, choose_direction,
+                                   choose_inference_form)
 from tt_common.factorize import suggest_shape
-from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_dtype
+from tt_common.shapes import (TTMatrixShape, TTShapeProperties, check_input_dtype, check_input_features,
+                              check_input_ndim)
 from tt_common.tensorize import default_modes
 from tt_torch import functional
 from tt_torch.functional import TTMatrix
@@ -101,6 +103,11 @@ class TTLinear(TTShapeProperties, nn.Module):
             self.bias = nn.Parameter(torch.empty(self.shape.out_features, **factory))
         else:
             self.register_parameter("bias", None)
+        # Inference mode (prepare_inference): None is the training form, the cores contracted on every call. The
+        # dense kernel is a plain tensor attribute, not a buffer: no state_dict entry, no transfer key.
+        self.inference_choice: InferenceChoice | None = None
+        self.dense_kernel: torch.Tensor | None = None
+        self._dense_key: tuple | None = None
         self.reset_parameters()
 
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -122,7 +129,79 @@ class TTLinear(TTShapeProperties, nn.Module):
         """
         if not torch.is_autocast_enabled(input.device.type):
             check_input_dtype(input.dtype, self.cores[0].dtype)
-        return functional.tt_linear(input, list(self.cores), self.bias, shape=self.shape, direction=self.direction)
+        if self.inference_form == "dense":
+            return self._dense_forward(input)
+        return functional.tt_linear(input, list(self.cores), self.bias, shape=self.shape, direction=self.direction,
+                                    plan_batch_size=self._plan_batch_size())
+
+    @property
+    def inference_form(self) -> Literal["cores", "dense"]:
+        """``"dense"`` when :meth:`prepare_inference` chose the dense form, else ``"cores"`` (the training form)."""
+        return "cores" if self.inference_choice is None else self.inference_choice.form
+
+    def prepare_inference(
+        self, batch_size: int, form: Literal["auto", "cores", "dense"] = "auto", *,
+        max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES,
+    ) -> InferenceChoice:
+        """Chooses the layer's inference form for batches of ``batch_size`` and builds the dense kernel if needed.
+
+        ``"auto"`` asks the FLOP/memory model (:func:`tt_common.contraction.choose_inference_form`), ``"cores"``
+        and ``"dense"`` force a form. The dense form multiplies by ``dense_kernel`` ``(M, N)``, built here, once,
+        from the cores; an eager call whose cores changed since (an optimizer step, ``load_state_dict``,
+        ``.to()``: their ``_version``, storage, dtype or device) rebuilds it first. Under ``torch.compile`` and
+        ``torch.export`` the kernel is used as it is: call this method again after updating the cores. The dense
+        form is for inference: a call in training mode with gradients enabled raises a ``ValueError``.
+        ``batch_size`` is also the batch the cores are planned for when the batch is symbolic (``torch.export``).
+
+        >>> import torch
+        >>> layer = TTLinear((32, 32), (32, 32), 32).eval()
+        >>> layer.prepare_inference(32).form, tuple(layer.dense_kernel.shape)
+        ('dense', (1024, 1024))
+        >>> x = torch.ones(32, 1024)
+        >>> with torch.no_grad():
+        ...     torch.allclose(layer(x), x @ layer.to_dense().T + layer.bias, atol=1e-4)
+        True
+        >>> layer.prepare_inference(1).form, layer.dense_kernel  # at batch 1 the cores are cheaper
+        ('cores', None)
+        """
+        first = self.cores[0]
+        choice = choose_inference_form(self.shape, batch_size, form, direction=self.direction,
+                                       itemsize=first.element_size(), max_dense_bytes=max_dense_bytes)
+        self.inference_choice = choice
+        if choice.form == "dense":
+            self._build_dense_kernel()
+        else:
+            self.dense_kernel, self._dense_key = None, None
+        return choice
+
+    def reset_inference(self) -> None:
+        """Back to the training form: the cores contracted on every call; the dense kernel is dropped."""
+        self.inference_choice, self.dense_kernel, self._dense_key = None, None, None
+
+    def _plan_batch_size(self) -> int:
+        return 1 if self.inference_choice is None else self.inference_choice.batch_size
+
+    def _cores_key(self) -> tuple:
+        # _version counts in-place changes (optimizer steps, copy_); the storage, dtype and device catch a new
+        # tensor behind the parameter (param.data = ..., .to()).
+        return tuple((c._version, c.data_ptr(), c.dtype, c.device) for c in self.cores)
+
+    def _build_dense_kernel(self) -> None:
+        with torch.no_grad():
+            self.dense_kernel = functional.to_dense(self.tt_matrix())
+        self._dense_key = self._cores_key()
+
+    def _dense_forward(self, input: torch.Tensor) -> torch.Tensor:
+        check_input_ndim(input.dim(), self.in_features)
+        check_input_features(input.shape[-1], self.in_features, self.in_modes)
+        if self.training and torch.is_grad_enabled() and any(c.requires_grad for c in self.cores):
+            raise ValueError(
+                "TTLinear is in the dense inference form, whose output has no gradient to the cores: call "
+                "model.eval() or use torch.no_grad() for inference, or layer.reset_inference() to train"
+            )
+        if not torch.compiler.is_compiling() and (self.dense_kernel is None or self._dense_key != self._cores_key()):
+            self._build_dense_kernel()
+        return nn.functional.linear(input, self.dense_kernel.T, self.bias)
 
     def plan(self, batch_size: int) -> tuple[tuple[int, ...], Direction]:
         """The runs of adjacent cores merged and the direction of the product for a batch of ``batch_size``.
