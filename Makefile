@@ -23,7 +23,7 @@ train: setup
 # Default test run, what CI runs: the library's tests and the experiments' integration tests; slow tests are
 # deselected by pyproject's addopts.
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 # The library's tests only (tt_common, tt_jax, tt_torch, parity_tests): no training, no real data, no CLIs.
 test-lib: setup
