@@ -21,7 +21,7 @@ from tt_common.conv import ConvOrder, TTConvShape, channel_product, choose_order
 from tt_jax import functional
 from tt_jax.functional import TTMatrix
 from tt_jax.initializers import CoresInitializer, lecun_normal
-from tt_jax.layer import TTCore
+from tt_jax.layer import TTCore, fill_parameters
 
 __all__ = ["TTConv2d", "tt_conv2d"]
 
@@ -254,12 +254,7 @@ class TTConv2d(nnx.Module):
         kwargs.pop("rngs", None)
         layer = nnx.eval_shape(lambda: cls(tt.in_modes[:-1], tt.out_modes[:-1], kernel_size, tt.ranks,
                                            rngs=nnx.Rngs(0), **kwargs))
-        for param, core in zip(layer.cores, tt.cores):
-            param.set_value(jnp.asarray(core, param.get_value().dtype))
-        if layer.bias is not None:
-            dtype = layer.bias.get_value().dtype
-            layer.bias.set_value(jnp.zeros(tt.out_features, dtype) if bias is None else jnp.asarray(bias, dtype))
-        return layer
+        return fill_parameters(layer, tt.cores, bias)
 
 
 def _kernel_shape(kernel_shape: Sequence[int], in_modes: Sequence[int], out_modes: Sequence[int],

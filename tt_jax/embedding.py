@@ -21,7 +21,7 @@ from tt_common.embedding import TTEmbeddingShape, check_index_dtype, check_index
 from tt_jax import functional
 from tt_jax.functional import TTMatrix
 from tt_jax.initializers import CoresInitializer, variance_scaling
-from tt_jax.layer import TTCore
+from tt_jax.layer import TTCore, fill_parameters
 
 __all__ = ["TTEmbedding", "tt_embedding"]
 
@@ -177,9 +177,7 @@ class TTEmbedding(nnx.Module):
         tt = functional.from_dense(table, shape.vocab_modes, shape.feature_modes, max_rank=max_rank, rtol=rtol)
         kwargs.pop("rngs", None)
         layer = nnx.eval_shape(lambda: cls(tt.in_modes, tt.out_modes, tt.ranks, rngs=nnx.Rngs(0), **kwargs))
-        for param, core in zip(layer.cores, tt.cores):
-            param.set_value(jnp.asarray(core, param.get_value().dtype))
-        return layer
+        return fill_parameters(layer, tt.cores)
 
     @classmethod
     def from_embed(

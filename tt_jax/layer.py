@@ -51,6 +51,21 @@ class _DenseSource:
         self.cores = cores
 
 
+def fill_parameters(layer: nnx.Module, cores: Sequence[Any], bias: Any = None) -> nnx.Module:
+    """Sets ``layer.cores`` to ``cores`` and its bias (if it has one) to ``bias`` (zeros if ``None``), each in the
+    parameter's dtype.
+
+    The one filler of the TT modules built by ``nnx.eval_shape`` (``from_dense``, ``round``, ...): no initializer
+    is called. Returns ``layer``.
+    """
+    for param, core in zip(layer.cores, cores):
+        param.set_value(jnp.asarray(core, param.get_value().dtype))
+    if getattr(layer, "bias", None) is not None:
+        value = layer.bias.get_value()
+        layer.bias.set_value(jnp.zeros(value.shape, value.dtype) if bias is None else jnp.asarray(bias, value.dtype))
+    return layer
+
+
 class TTLinear(TTShapeProperties, nnx.Module):
     """A linear layer ``y = x @ W + b`` with ``W`` (``M x N``) held as TT cores.
 
@@ -367,9 +382,4 @@ class TTLinear(TTShapeProperties, nnx.Module):
         """A layer holding ``tt``'s cores and ``bias`` (zeros if ``None``); the initializers are not called."""
         kwargs.pop("rngs", None)  # nothing is drawn: the shapes are traced, then the values set
         layer = nnx.eval_shape(lambda: cls(tt.in_modes, tt.out_modes, tt.ranks, rngs=nnx.Rngs(0), **kwargs))
-        for param, core in zip(layer.cores, tt.cores):
-            param.set_value(jnp.asarray(core, param.get_value().dtype))
-        if layer.bias is not None:
-            dtype = layer.bias.get_value().dtype
-            layer.bias.set_value(jnp.zeros(tt.out_features, dtype) if bias is None else jnp.asarray(bias, dtype))
-        return layer
+        return fill_parameters(layer, tt.cores, bias)

@@ -22,6 +22,7 @@ from tt_common.shapes import check_input_dtype
 from tt_torch import functional
 from tt_torch.functional import TTMatrix
 from tt_torch.initializers import CoresInitializer, lecun_normal
+from tt_torch.layer import fill_parameters_
 
 __all__ = ["TTConv2d", "tt_conv2d"]
 
@@ -272,12 +273,4 @@ class TTConv2d(nn.Module):
         device = torch.get_default_device() if device is None else device
         layer = cls(tt.in_modes[:-1], tt.out_modes[:-1], kernel_size, tt.ranks, bias=bias is not False,
                     device="meta", **kwargs).to_empty(device=device)
-        with torch.no_grad():
-            for param, core in zip(layer.cores, tt.cores):
-                param.copy_(core)
-            if isinstance(bias, bool):
-                if layer.bias is not None:
-                    layer.bias.zero_()
-            else:
-                layer.bias.copy_(torch.as_tensor(bias))
-        return layer
+        return fill_parameters_(layer, tt.cores, bias)

@@ -19,6 +19,7 @@ from tt_common.embedding import TTEmbeddingShape, check_index_dtype, check_index
 from tt_torch import functional
 from tt_torch.functional import TTMatrix
 from tt_torch.initializers import CoresInitializer, variance_scaling
+from tt_torch.layer import fill_parameters_
 
 __all__ = ["TTEmbedding", "tt_embedding"]
 
@@ -197,10 +198,7 @@ class TTEmbedding(nn.Module):
         kwargs.setdefault("dtype", table.dtype)
         tt = functional.from_dense(table.detach(), shape.vocab_modes, shape.feature_modes, max_rank=max_rank, rtol=rtol)
         layer = cls(tt.in_modes, tt.out_modes, tt.ranks, device="meta", **kwargs).to_empty(device=device)
-        with torch.no_grad():
-            for param, core in zip(layer.cores, tt.cores):
-                param.copy_(core)
-        return layer
+        return fill_parameters_(layer, tt.cores)
 
     @classmethod
     def from_embedding(

@@ -27,6 +27,23 @@ default_bias_init = nn.init.zeros_
 ArrayLike = torch.Tensor | np.ndarray
 
 
+def fill_parameters_(layer: nn.Module, cores: Sequence[torch.Tensor], bias: ArrayLike | bool = False) -> nn.Module:
+    """Copies ``cores`` into ``layer.cores`` and ``bias`` (a tensor, or ``True``/``False`` for zeros) into its bias.
+
+    The one filler of the TT modules built on the meta device and then emptied (``from_dense``, ``round``, ...):
+    nothing is drawn. Returns ``layer``.
+    """
+    with torch.no_grad():
+        for param, core in zip(layer.cores, cores):
+            param.copy_(core)
+        if getattr(layer, "bias", None) is not None:
+            if isinstance(bias, bool):
+                layer.bias.zero_()
+            else:
+                layer.bias.copy_(torch.as_tensor(bias))
+    return layer
+
+
 class TTLinear(TTShapeProperties, nn.Module):
     """A linear layer ``y = x W^T + b`` (as ``nn.Linear``) with ``W`` held as TT cores.
 
@@ -334,12 +351,4 @@ class TTLinear(TTShapeProperties, nn.Module):
         # Built on the meta device: no random draws, then filled with the decomposition.
         layer = cls(tt.in_modes, tt.out_modes, tt.ranks, bias=bias is not False, device="meta", **kwargs)
         layer = layer.to_empty(device=device)
-        with torch.no_grad():
-            for param, core in zip(layer.cores, tt.cores):
-                param.copy_(core)
-            if isinstance(bias, bool):
-                if layer.bias is not None:
-                    layer.bias.zero_()
-            else:
-                layer.bias.copy_(torch.as_tensor(bias))
-        return layer
+        return fill_parameters_(layer, tt.cores, bias)
