@@ -8,7 +8,7 @@ Rows: network x batch (1, 32, 1000 by default). Columns, each the median of ``be
 - jax: the training form, the inference mode, the dense network (each under ``nnx.jit``), and the
   ``jax.export``'ed callable of the inference-mode network (``Exported.call`` under ``jax.jit``).
 
-Run it on a quiet machine (``python -m benchmarks.inference_latency``); it writes nothing but stdout.
+Run it on a quiet machine (``python -m benchmarks.inference_latency``); it prints the tables (``--out FILE`` also writes them).
 ``--dry-run`` builds every variant and calls it once at a tiny size, checks the outputs agree, and times nothing.
 """
 
@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.timing import measure
+from benchmarks.timing import machine_info, measure
 from experiments.presets import TT, Dense, Network, get_preset
 
 DEFAULT_NETWORKS = ("tt-tt", "tt-tt-tt", "tt-tt-fc")
@@ -98,7 +98,7 @@ def table(framework: str, specs: list[Network], batches: tuple[int, ...], dry_ru
                         np.testing.assert_allclose(out, outputs[0], rtol=1e-4, atol=1e-4)
                     cells = ["built, not timed"] * len(variants)
                 else:
-                    cells = [f"{measure(lambda f=f: f(x)).median_s * 1e3:.3f}" for f in variants.values()]
+                    cells = [f"{measure(lambda f=f, x=x: f(x)).median_s * 1e3:.3f}" for f in variants.values()]
                 rows.append(f"| {spec.name} | {batch} | " + " | ".join(cells) + " |")
     header = f"| {framework} network | batch | " + " | ".join(f"{c} (ms)" for c in columns) + " |"
     return "\n".join([header, "|" + "---|" * (len(columns) + 2), *rows])
@@ -110,11 +110,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", nargs="+", type=int, default=list(DEFAULT_BATCHES))
     parser.add_argument("--frameworks", nargs="+", choices=("torch", "jax"), default=["torch", "jax"])
     parser.add_argument("--dry-run", action="store_true", help="a tiny network, batches 1 and 3, no timing")
+    parser.add_argument("--out", help="also write the tables, under the machine's description, to this new file")
     args = parser.parse_args(argv)
+    if args.out and os.path.exists(args.out):
+        raise SystemExit(f"error: --out {args.out} exists; pick another path or remove it")
     specs = [TINY] if args.dry_run else [get_preset(n) for n in args.networks]
     batches = (1, 3) if args.dry_run else tuple(args.batches)
+    tables = []
     for framework in args.frameworks:
-        print(table(framework, specs, batches, args.dry_run), end="\n\n")
+        tables.append(table(framework, specs, batches, args.dry_run))
+        print(tables[-1], end="\n\n", flush=True)
+    if args.out:
+        header = ["# Inference latency of the thesis's networks", "",
+                  ("Written by `python -m benchmarks.inference_latency`; float32, median ms per call of "
+                  "`benchmarks.timing.measure`."), "", *[f"- {k}: {v}" for k, v in machine_info().items()], ""]
+        with open(args.out, "x") as f:
+            f.write("\n".join(header) + "\n" + "\n\n".join(tables) + "\n")
 
 
 if __name__ == "__main__":

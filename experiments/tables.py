@@ -81,8 +81,9 @@ def _planned(study: Study, backend: str, name: str) -> RunConfig | None:
     return next((c for c in study.for_backend(backend) if study.run_name(c) == name), None)
 
 
-def _cell(study: Study, name: str, backend: str, results: Path, figure: str) -> str:
-    """One figure of run ``name`` of ``study``, with its epoch and a mark when it has fewer epochs than planned."""
+def _cell(study: Study, name: str, backend: str, results: Path, figure: str, full_epochs: int = 0) -> str:
+    """One figure of run ``name`` of ``study``, with its epoch and a mark when it has fewer epochs than planned
+    (or, with ``full_epochs``, when the study plans a run shorter than the thesis's)."""
     config = _planned(study, backend, name)
     if config is None:
         return "—"
@@ -95,6 +96,8 @@ def _cell(study: Study, name: str, backend: str, results: Path, figure: str) -> 
     notes = [] if epoch is None else [f"ep {epoch}"]
     if result.epochs < config.epochs:
         notes.append(f"{result.epochs}/{config.epochs} epochs")
+    elif full_epochs and config.epochs != full_epochs:
+        notes.append(f"{config.epochs}-epoch run")
     return f"{100 * value:.2f}" + (f" ({', '.join(notes)})" if notes else "")
 
 
@@ -119,7 +122,7 @@ def thesis_table(results: Path = RESULTS_DIR) -> list[str]:
                     _cell(STUDIES[thesis], f"{model}-m0.9", backend, results, "best") if dataset == "mnist" else "—",
                     (f"{_cell(STUDIES[thesis], f'{model}-val', backend, results, 'val')} / "
                      f"{_cell(STUDIES[thesis], f'{model}-val', backend, results, 'best')}"),
-                    _cell(STUDIES[improved], f"{model}-improved", backend, results, "val"),
+                    _cell(STUDIES[improved], f"{model}-improved", backend, results, "val", config.epochs),
                 ]
                 lines.append(f"| {model} | {spec.param_count():,} | {thesis_acc} | {backend} | {' | '.join(cells)} |")
     return lines
