@@ -18,7 +18,7 @@ from flax import nnx
 from flax.nnx.nn import dtypes, initializers
 
 from tt_common.conv import ConvOrder, TTConvShape, channel_product, choose_order
-from tt_jax import functional
+from tt_jax import _xla_cpu, functional
 from tt_jax.functional import TTMatrix
 from tt_jax.initializers import CoresInitializer, lecun_normal
 from tt_jax.layer import TTCore, fill_parameters
@@ -67,12 +67,10 @@ def tt_conv2d(
         if order == "channels_first":
             z = product(x, batch=batch * height * width).reshape(batch, height, width, shape.out_channels * rank)
             # Group s reads channels (s, 0..r_d-1) of z: the same spatial filter for every output channel.
-            kernel = jnp.broadcast_to(spatial[..., None], (kh, kw, rank, shape.out_channels))
-            y = conv(z, kernel, feature_group_count=shape.out_channels)
+            y = _xla_cpu.shared_filter_conv(z, spatial[..., None], shape.out_channels, conv)
         elif order == "spatial_first":
             # Group c turns input channel c into channels (c, 0..r_d-1), the layout the channel product reads.
-            kernel = jnp.tile(spatial, (1, 1, shape.in_channels))[:, :, None, :]
-            u = conv(x, kernel, feature_group_count=shape.in_channels)
+            u = _xla_cpu.shared_filter_conv(x, spatial[:, :, None, :], shape.in_channels, conv)
             y = product(u, batch=batch * out_h * out_w).reshape(batch, out_h, out_w, shape.out_channels)
         else:
             raise ValueError(f"order must be 'channels_first' or 'spatial_first', got {order!r}")
