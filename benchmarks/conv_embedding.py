@@ -25,13 +25,14 @@ Run it on a quiet machine::
 from __future__ import annotations
 
 import argparse
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from benchmarks.timing import machine_info, measure
+from tt_common.conv import TTConvShape, choose_order, conv_flops, dense_conv_flops
+from tt_common.embedding import TTEmbeddingShape
 
 __all__ = ["CONV_CASES", "EMBEDDING_CASES", "ConvCase", "EmbeddingCase", "main"]
 
@@ -47,12 +48,16 @@ class ConvCase:
     batch: int
 
     @property
+    def shape(self) -> TTConvShape:
+        return TTConvShape.create(self.in_modes, self.out_modes, self.kernel, self.rank, padding=self.kernel // 2)
+
+    @property
     def in_channels(self) -> int:
-        return math.prod(self.in_modes)
+        return self.shape.in_channels
 
     @property
     def out_channels(self) -> int:
-        return math.prod(self.out_modes)
+        return self.shape.out_channels
 
 
 @dataclass(frozen=True)
@@ -65,11 +70,11 @@ class EmbeddingCase:
 
     @property
     def vocab(self) -> int:
-        return math.prod(self.vocab_modes)
+        return TTEmbeddingShape.create(self.vocab_modes, self.feature_modes, self.rank).num_embeddings
 
     @property
     def features(self) -> int:
-        return math.prod(self.feature_modes)
+        return TTEmbeddingShape.create(self.vocab_modes, self.feature_modes, self.rank).features
 
 
 CONV_CASES = (
@@ -282,9 +287,7 @@ def jax_embedding(case: EmbeddingCase, notes: list[str]) -> list[Candidate]:
 
 
 def _conv_flops_ratio(case: ConvCase) -> str:
-    from tt_common.conv import TTConvShape, choose_order, conv_flops, dense_conv_flops
-
-    shape = TTConvShape.create(case.in_modes, case.out_modes, case.kernel, case.rank, padding=case.kernel // 2)
+    shape = case.shape
     order = choose_order(shape, case.size, case.size)
     tt = conv_flops(shape, case.batch, case.size, case.size, order)
     return f"dense / TT forward FLOPs {dense_conv_flops(shape, case.batch, case.size, case.size) / tt:.1f}x ({order})"
