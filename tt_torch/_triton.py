@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import triton
@@ -34,7 +35,7 @@ from tt_common.contraction import tt_matmul
 from tt_common.fused import DEFAULT_MAX_BLOCK_ELEMENTS, FusedPlan, fused_plan
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["MEASURED_WINS", "fused_tt_linear", "interpreted", "use_triton"]
+__all__ = ["MEASURED_WINS", "compile_for_cuda", "fused_tt_linear", "interpreted", "use_triton"]
 
 # (layer shape, smallest batch, dtype) where the benchmark (python -m benchmarks.run --device gpu --candidates
 # ours triton) measured this kernel's training step faster than torch's product on a GPU. Empty: no GPU run of
@@ -154,13 +155,19 @@ def _launch(x: torch.Tensor, cores: Sequence[torch.Tensor], bias: torch.Tensor |
         sms = torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 1
         programs = 4 * sms if x.is_cuda else 2
     grid = min(items, programs)
-    slot = plan.block_rows * plan.max_state
-    scratch = torch.empty(grid, 2, slot, dtype=x.dtype, device=x.device)  # states rounded as torch's steps round
-    steps = plan.steps
-    _kernel[(grid,)](
-        x, ops, bias if bias is not None else y, y, scratch, batch, grid, ITERS=-(-items // grid),
-        M=shape.in_features, N=shape.out_features, SLOT=slot, ROWS=plan.block_rows, P=plan.programs_per_block,
-        TILE=plan.tile, D=len(steps), HAS_BIAS=bias is not None, LOW=x.dtype == torch.bfloat16,
+    constants = _constants(plan, offsets, has_bias=bias is not None, low=x.dtype == torch.bfloat16,
+                           iters=-(-items // grid))
+    scratch = torch.empty(grid, 2, constants["SLOT"], dtype=x.dtype, device=x.device)  # rounded as torch's steps
+    _kernel[(grid,)](x, ops, bias if bias is not None else y, y, scratch, batch, grid, **constants)
+    return y
+
+
+def _constants(plan: FusedPlan, offsets: tuple[int, ...], *, has_bias: bool, low: bool, iters: int) -> dict:
+    """The kernel's compile-time arguments: the plan's sizes, per step as tuples."""
+    steps, shape = plan.steps, plan.shape
+    return dict(
+        M=shape.in_features, N=shape.out_features, SLOT=plan.block_rows * plan.max_state, ROWS=plan.block_rows,
+        P=plan.programs_per_block, TILE=plan.tile, D=len(steps), HAS_BIAS=has_bias, LOW=low, ITERS=iters,
         A=tuple(s.a for s in steps), C=tuple(s.c for s in steps), OUTER=tuple(s.outer for s in steps),
         INNER=tuple(s.inner for s in steps), SLICED=tuple(int(s.sliced) for s in steps),
         MODE=tuple(plan.out_modes[s.core] for s in steps),
@@ -168,7 +175,27 @@ def _launch(x: torch.Tensor, cores: Sequence[torch.Tensor], bias: torch.Tensor |
         OFFSET=offsets, BA=tuple(_block(s.a) for s in steps), BC=tuple(_block(s.c) for s in steps),
         BR=tuple(_block(plan.block_rows * s.outer * s.inner) for s in steps),
     )
-    return y
+
+
+def compile_for_cuda(shape: TTMatrixShape, batch_size: int, *, arch: int = 90, bfloat16: bool = False,
+                     max_block_elements: int = DEFAULT_MAX_BLOCK_ELEMENTS) -> dict[str, Any]:
+    """Compiles the kernel for a CUDA GPU of compute capability ``arch`` (default 90: Hopper) without one, as
+    the GPU would on its first call: what Triton's interpreter cannot check (``tl.dot``'s block sizes, the
+    tuple arguments, registers). Returns the compiled kernel's metadata (``shared`` bytes, ``num_warps``...).
+    Needs Triton compiling, not interpreting (``TRITON_INTERPRET`` unset when Triton was imported).
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    plan = fused_plan(shape, max(batch_size, 1), max_block_elements=max_block_elements, pad=False)
+    offsets = tuple(0 for _ in plan.steps)  # values, not the layout, of the offsets matter to the code
+    constants = _constants(plan, offsets, has_bias=True, low=bfloat16, iters=7)
+    pointer = "*bf16" if bfloat16 else "*fp32"
+    signature = {name: pointer for name in ("x_ptr", "ops_ptr", "bias_ptr", "y_ptr", "scratch_ptr")}
+    signature.update({"batch": "i32", "programs": "i32", **{name: "constexpr" for name in constants}})
+    compiled = triton.compile(ASTSource(fn=_kernel, signature=signature, constexprs=constants),
+                              target=GPUTarget("cuda", arch, 32))
+    return dict(compiled.metadata._asdict()) if hasattr(compiled.metadata, "_asdict") else vars(compiled.metadata)
 
 
 @triton.jit

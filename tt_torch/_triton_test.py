@@ -93,3 +93,21 @@ def test_bad_arguments_raise_value_errors_naming_them() -> None:
     with pytest.raises(ValueError, match="^shape: one input row"):
         wide = TTMatrixShape.create((256, 256), (2, 2), 2)
         _triton.fused_tt_linear(torch.ones(2, 65536), [torch.ones(s) for s in wide.core_shapes], None, wide)
+
+
+def test_the_kernel_compiles_for_hopper_without_a_gpu() -> None:
+    """Triton compiles the kernel to sm_90 machine code here, as a GPU's first call would (the interpreter
+    forgives block sizes and argument kinds that the compiler does not); in a process that did not set
+    TRITON_INTERPRET, since this one interprets."""
+    import subprocess
+    import sys
+
+    code = ("from tt_common.shapes import TTMatrixShape; from tt_torch import _triton; "
+            "shape = TTMatrixShape.create((2, 3), (4, 5), 2); "
+            "print(_triton.compile_for_cuda(shape, 100)['num_warps'], "
+            "_triton.compile_for_cuda(shape, 100, bfloat16=True)['num_warps'])")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["4", "4"]
