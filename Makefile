@@ -33,8 +33,10 @@ test-lib: setup
 test-slow: setup
 	HYPOTHESIS_PROFILE=slow $(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
-# Benchmarks (writes benchmarks/RESULTS.md); installs the optional TensorLy-Torch baseline first.
+# Benchmarks (writes benchmarks/RESULTS.md); installs the optional TensorLy-Torch and torchTT baselines first
+# (torchTT, an sdist, built against the pinned torch: no build isolation, which would fetch an unpinned torch).
 bench: setup
+	$(BIN)/pip install -q -c constraints.txt --no-build-isolation torchtt ninja
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	$(BIN)/python -m benchmarks.run $(BENCH_ARGS)
 

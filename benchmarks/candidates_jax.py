@@ -1,4 +1,5 @@
-"""JAX candidates: our ``tt_jax.TTLinear``, the dense layer and the single einsum, all jitted.
+"""JAX candidates: our ``tt_jax.TTLinear`` (XLA, and its fused Pallas kernel), the dense layer and the single
+einsum, all jitted, in the run's dtype (:func:`set_dtype`).
 
 Every candidate is a pure function ``apply(params, x)``; the forward callable is
 ``jit(apply)`` and the training step is ``jit`` of ``jax.vjp`` with a fixed
@@ -25,7 +26,19 @@ import numpy as np
 from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation, einsum_path
 from benchmarks.layers import LayerConfig
 
-__all__ = ["candidates", "copy_gbps", "matmul_gflops", "training_step", "versions"]
+__all__ = ["DTYPE", "candidates", "copy_gbps", "device_name", "matmul_gflops", "set_dtype", "training_step",
+           "versions"]
+
+# The dtype of every array of this process's run (one process per framework and dtype): set_dtype.
+DTYPE = "float32"
+
+
+def set_dtype(name: str) -> None:
+    """Makes ``name`` (``"float32"``, ``"bfloat16"``) the dtype of the parameters, inputs and cotangents."""
+    global DTYPE
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {name!r}")
+    DTYPE = name
 
 
 def versions() -> dict[str, str]:
@@ -50,13 +63,14 @@ def _device():
 
 
 def _normal(seed: int, shape, scale: float = 1.0) -> jax.Array:
-    """Random float32 values, uniform with unit variance (cheaper to draw than normal ones: the
-    784 -> 262144 layer at batch 1000 needs 1 GB of cotangent); the values do not change the timings."""
+    """Random values in the run's dtype (:data:`DTYPE`), uniform with unit variance (drawn in float32, cheaper
+    than normal ones: the 784 -> 262144 layer at batch 1000 needs 1 GB of cotangent); the values do not change the
+    timings."""
     rng = np.random.default_rng(seed)
     a = rng.random(shape, dtype=np.float32)
     a -= 0.5
     a *= np.float32(scale * math.sqrt(12.0))
-    return jax.device_put(a, _device())
+    return jax.device_put(a, _device()).astype(DTYPE)
 
 
 def training_step(f):
@@ -94,8 +108,8 @@ def _cached(key, make):
 
 def _build(apply, params, cfg: LayerConfig, batch: int, compiler_options: dict | None = None) -> Built:
     # Shared by the candidates of one (layer, batch): at batch 1000 these are up to 1 GB each.
-    x = _cached(("x", cfg.name, batch), lambda: _normal(1, (batch, cfg.shape.in_features)))
-    g = _cached(("g", cfg.name, batch), lambda: _normal(2, (batch, cfg.shape.out_features)))
+    x = _cached(("x", cfg.name, batch, DTYPE), lambda: _normal(1, (batch, cfg.shape.in_features)))
+    g = _cached(("g", cfg.name, batch, DTYPE), lambda: _normal(2, (batch, cfg.shape.out_features)))
 
     # Compiled ahead of time: the timed calls (and the warm-up) only execute.
     # ``compiler_options``: XLA debug options for these two compilations only (the XLA_FLAGS names without
@@ -129,12 +143,18 @@ def _build(apply, params, cfg: LayerConfig, batch: int, compiler_options: dict |
     return Built(run_forward, run_step, memory, step_compile_s=compile_s)
 
 
-def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiler_options: dict | None = None) -> Built:
+def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiler_options: dict | None = None,
+               kernel: str = "xla", interpret: bool = False) -> Built:
+    """Our ``TTLinear``: XLA's core-by-core product (``kernel="xla"``), or the fused Pallas kernel
+    (``"pallas"``: a GPU, or Pallas's interpreter where ``interpret``, which times nothing useful)."""
     from flax import nnx
 
     import tt_jax
 
-    layer = tt_jax.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, rngs=nnx.Rngs(0))
+    if kernel == "pallas":
+        _check_kernel_runs(cfg, batch, device, interpret)
+    layer = tt_jax.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, param_dtype=DTYPE, kernel=kernel,
+                            rngs=nnx.Rngs(0))
     graphdef, params = nnx.split(layer)
     params = jax.device_put(params, _device())
 
@@ -142,16 +162,38 @@ def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiler_options: d
         return nnx.merge(graphdef, params)(x)
 
     built = _build(apply, params, cfg, batch, compiler_options)
-    built.notes.append(f"direction {layer.direction}, merged runs of cores {layer.plan(batch)[0]}")
+    if kernel == "pallas":
+        from tt_common.fused import fused_plan
+
+        plan = fused_plan(cfg.shape, batch)
+        built.notes.append(f"batch {batch}: fused plan: {plan.split} output modes split ({plan.programs_per_block} "
+                           f"tiles of {plan.tile}), {plan.block_rows} rows per block, padded modes "
+                           f"{plan.in_modes} -> {plan.out_modes}" + (" (interpreted)" if device == "cpu" else ""))
+    else:
+        built.notes.append(f"direction {layer.direction}, merged runs of cores {layer.plan(batch)[0]}")
     return built
+
+
+def _check_kernel_runs(cfg: LayerConfig, batch: int, device: str, interpret: bool) -> None:
+    """Raises :class:`Skip` where the fused kernel cannot run: off a GPU unless interpreted, or a layer whose
+    input row does not fit a block (:func:`tt_common.fused.fused_plan`)."""
+    from tt_common.fused import fused_plan
+
+    if device != "gpu" and not interpret:
+        raise Skip("no GPU: the fused kernel runs only interpreted on a CPU (--interpret-kernels)")
+    try:
+        fused_plan(cfg.shape, batch)
+    except ValueError as e:
+        raise Skip(f"fused kernel not applicable: {e}") from e
 
 
 def build_dense(cfg: LayerConfig, batch: int, device: str, *, max_bytes: float) -> Built:
     m, n = cfg.shape.in_features, cfg.shape.out_features
-    need = 2 * cfg.dense_bytes()  # weight + its gradient
+    need = 2 * cfg.dense_bytes(jnp.dtype(DTYPE).itemsize)  # weight + its gradient
     if need > max_bytes:
         raise Skip(f"dense weight + grad {need / 2**30:.1f} GiB > budget {max_bytes / 2**30:.1f} GiB")
-    params = _cached(("dense", cfg.name), lambda: {"w": _normal(3, (m, n), 1 / math.sqrt(m)), "b": jnp.zeros((n,), jnp.float32)})
+    params = _cached(("dense", cfg.name, DTYPE),
+                     lambda: {"w": _normal(3, (m, n), 1 / math.sqrt(m)), "b": jnp.zeros((n,), DTYPE)})
 
     def apply(params, x):
         return x @ params["w"] + params["b"]
@@ -163,7 +205,7 @@ def build_einsum(cfg: LayerConfig, batch: int, device: str) -> Built:
     shape = cfg.shape
     eq = einsum_equation(cfg)
     cores = [_normal(10 + k, s, 0.5) for k, s in enumerate(shape.core_shapes)]
-    params = {"cores": cores, "b": jnp.zeros((shape.out_features,), jnp.float32)}
+    params = {"cores": cores, "b": jnp.zeros((shape.out_features,), DTYPE)}
 
     def apply(params, x):
         xt = x.reshape(x.shape[0], *shape.in_modes)
@@ -177,7 +219,7 @@ def build_einsum(cfg: LayerConfig, batch: int, device: str) -> Built:
 
 
 def matmul_gflops(n: int, *, repeats: int = 10) -> float:
-    """The machine's dense float32 matmul rate through JAX: best of ``repeats`` n x n x n products."""
+    """The machine's dense matmul rate in the run's dtype through JAX: best of ``repeats`` n x n x n products."""
     from benchmarks.timing import measure
 
     a = _normal(100, (n, n))
@@ -191,17 +233,23 @@ def copy_gbps(nbytes: int = 256 * 2**20) -> float:
     """Streaming bandwidth through JAX: a jitted ``x + 1`` (a new output, as layers make), read + write bytes/s."""
     from benchmarks.timing import measure
 
-    x = jax.device_put(jnp.zeros(nbytes // 4, jnp.float32), _device())
+    x = jax.device_put(jnp.zeros(nbytes // jnp.dtype(DTYPE).itemsize, DTYPE), _device())
     f = jax.jit(lambda a: a + 1.0)
     t = measure(lambda: f(x).block_until_ready(), warmup=2, repeats=10, min_repeats=10)
     return 2 * nbytes / t.min_s / 1e9
 
 
-def candidates(dense_max_bytes: float) -> list[Candidate]:
+def candidates(dense_max_bytes: float, *, interpret_kernels: bool = False) -> list[Candidate]:
+    """Ours (XLA), the fused Pallas kernel, the dense layer and the single einsum."""
     return [
         Candidate("jax", "ours", "JAX ours", "tt", build_ours),
+        Candidate("jax", "pallas", "JAX Pallas fused", "tt",
+                  lambda c, b, d: build_ours(c, b, d, kernel="pallas", interpret=interpret_kernels)),
         Candidate("jax", "dense", "JAX dense", "dense", lambda c, b, d: build_dense(c, b, d, max_bytes=dense_max_bytes)),
         Candidate("jax", "einsum", "JAX einsum", "tt", build_einsum),
     ]
 
 
+def device_name() -> str:
+    """The device's name as JAX reports it (``device_kind``, e.g. ``NVIDIA H200``)."""
+    return _device().device_kind

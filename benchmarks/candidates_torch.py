@@ -1,5 +1,6 @@
-"""PyTorch candidates: our ``tt_torch.TTLinear`` (eager and ``torch.compile``), ``nn.Linear``,
-the single einsum and TensorLy-Torch's ``FactorizedLinear`` (block-TT).
+"""PyTorch candidates: our ``tt_torch.TTLinear`` (eager, ``torch.compile`` and its fused Triton kernel),
+``nn.Linear``, the single einsum, TensorLy-Torch's ``FactorizedLinear`` (block-TT) and torchTT's
+``LinearLayerTT``, in the run's dtype (:func:`set_dtype`).
 
 Forward: the module under ``torch.no_grad()``. Training step: the input
 requires grad, ``y.backward(g)`` with a fixed random cotangent, gradients set to
@@ -23,6 +24,7 @@ the running sum of the allocations and frees that ``torch.profiler``
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import itertools
 import os
@@ -34,9 +36,19 @@ import torch
 from benchmarks.candidate import Built, Candidate, MemoryReport, Skip, einsum_equation, einsum_path
 from benchmarks.layers import LayerConfig
 
-__all__ = ["candidates", "copy_gbps", "matmul_gflops", "tt_torch_available", "versions"]
+__all__ = ["DTYPE", "candidates", "copy_gbps", "device_name", "matmul_gflops", "set_dtype", "tt_torch_available",
+           "versions"]
 
+# The dtype of every tensor of this process's run (one process per framework and dtype): set_dtype.
 DTYPE = torch.float32
+
+
+def set_dtype(name: str) -> None:
+    """Makes ``name`` (``"float32"``, ``"bfloat16"``) the dtype of the parameters, inputs and cotangents."""
+    global DTYPE
+    if name not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {name!r}")
+    DTYPE = getattr(torch, name)
 
 
 def versions() -> dict[str, str]:
@@ -51,6 +63,11 @@ def versions() -> dict[str, str]:
         out["tensorly-torch"] = tltorch.__version__
     except ImportError:
         out["tensorly-torch"] = "not installed (pip install -e '.[bench]')"
+    for name in ("torchtt", "triton"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
     return out
 
 
@@ -65,7 +82,7 @@ def _sync(device: str) -> None:
 
 
 def _normal(seed: int, shape, device: str, scale: float = 1.0) -> torch.Tensor:
-    """Random float32 values, uniform with unit variance (cheap to draw; they do not change the timings)."""
+    """Random values in :data:`DTYPE`, uniform with unit variance (cheap to draw; they do not change the timings)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     return (torch.rand(shape, generator=gen, dtype=DTYPE, device=device) - 0.5) * (scale * 12**0.5)
 
@@ -87,9 +104,9 @@ def _build(module: torch.nn.Module, cfg: LayerConfig, batch: int, device: str, *
     call = module if call is None else call
     params = list(module.parameters())
     # Shared by the candidates of one (layer, batch): at batch 1000 these are up to 1 GB each.
-    x = _cached(("x", cfg.name, batch, device), lambda: _normal(1, (batch, cfg.shape.in_features), device))
+    x = _cached(("x", cfg.name, batch, device, DTYPE), lambda: _normal(1, (batch, cfg.shape.in_features), device))
     x = x.detach().requires_grad_(True)  # a fresh leaf (same storage) per candidate
-    g = _cached(("g", cfg.name, batch, device), lambda: _normal(2, (batch, cfg.shape.out_features), device))
+    g = _cached(("g", cfg.name, batch, device, DTYPE), lambda: _normal(2, (batch, cfg.shape.out_features), device))
 
     def run_forward():
         with torch.no_grad():
@@ -165,17 +182,45 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiled: bool = False) -> Built:
+def build_ours(cfg: LayerConfig, batch: int, device: str, *, compiled: bool = False, kernel: str = "torch",
+               interpret: bool = False) -> Built:
+    """Our ``TTLinear``: torch's product (eager, or ``torch.compile``d), or the fused Triton kernel
+    (``kernel="triton"``: CUDA, or Triton's interpreter where ``interpret``, which times nothing useful)."""
     if not tt_torch_available():
         raise Skip("tt_torch.TTLinear not written yet")
     import tt_torch
 
-    layer = tt_torch.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, device=device, dtype=DTYPE)
+    if kernel == "triton":
+        _check_kernel_runs(cfg, batch, device, interpret)
+    layer = tt_torch.TTLinear(cfg.in_modes, cfg.out_modes, cfg.rank, device=device, dtype=DTYPE, kernel=kernel)
     call = _compile(layer) if compiled else None
     built = _build(layer, cfg, batch, device, call=call)
     built.first_call_compiles = compiled
-    built.notes.append(f"direction {layer.direction}, merged runs of cores {layer.plan(batch)[0]}")
+    if kernel == "triton":
+        from tt_common.fused import fused_plan
+
+        plan = fused_plan(cfg.shape, batch, pad=False)
+        built.notes.append(f"batch {batch}: fused plan: {plan.split} output modes split ({plan.programs_per_block} "
+                           f"tiles of {plan.tile}), {plan.block_rows} rows per block"
+                           + (" (interpreted)" if device == "cpu" else ""))
+    else:
+        built.notes.append(f"direction {layer.direction}, merged runs of cores {layer.plan(batch)[0]}")
     return built
+
+
+def _check_kernel_runs(cfg: LayerConfig, batch: int, device: str, interpret: bool) -> None:
+    """Raises :class:`Skip` where the Triton kernel cannot run: no Triton, a CPU without the interpreter, or a
+    layer whose input row does not fit a block (:func:`tt_common.fused.fused_plan`)."""
+    from tt_common.fused import fused_plan
+
+    if importlib.util.find_spec("triton") is None:
+        raise Skip("triton not installed")
+    if not device.startswith("cuda") and not (interpret and os.environ.get("TRITON_INTERPRET") == "1"):
+        raise Skip("no GPU: the Triton kernel runs only interpreted on a CPU (--interpret-kernels)")
+    try:
+        fused_plan(cfg.shape, batch, pad=False)
+    except ValueError as e:
+        raise Skip(f"fused kernel not applicable: {e}") from e
 
 
 def _compile(module):
@@ -189,10 +234,10 @@ _DENSE: dict = {}
 
 
 def build_dense(cfg: LayerConfig, batch: int, device: str, *, max_bytes: float, compiled: bool = False) -> Built:
-    need = 2 * cfg.dense_bytes()
+    need = 2 * cfg.dense_bytes(DTYPE.itemsize)
     if need > max_bytes:
         raise Skip(f"dense weight + grad {need / 2**30:.1f} GiB > budget {max_bytes / 2**30:.1f} GiB")
-    key = (cfg.name, device)
+    key = (cfg.name, device, DTYPE)
     if _DENSE.get("key") != key:  # drawn once per layer, for all batches
         _DENSE.clear()
         _DENSE["layer"] = torch.nn.Linear(cfg.shape.in_features, cfg.shape.out_features, device=device, dtype=DTYPE)
@@ -254,8 +299,28 @@ def build_tensorly(cfg: LayerConfig, batch: int, device: str) -> Built:
     return _build(layer, cfg, batch, device)
 
 
+def build_torchtt(cfg: LayerConfig, batch: int, device: str) -> Built:
+    """torchTT's ``torchtt.nn.LinearLayerTT`` at our ranks (same parameter count): it takes and returns tensorized
+    inputs ``(B, m_1..m_d)``, so the call reshapes on both sides (views, no copies)."""
+    try:
+        import torchtt.nn
+    except ImportError as e:
+        raise Skip("torchTT not installed (pip install -e '.[bench]')") from e
+    module = torchtt.nn.LinearLayerTT(list(cfg.in_modes), list(cfg.out_modes), list(cfg.shape.ranks), dtype=DTYPE)
+    module = module.to(device)
+    got = sum(p.numel() for p in module.cores)
+    if got != cfg.shape.num_params:
+        raise Skip(f"torchTT's cores hold {got} parameters, ours {cfg.shape.num_params}")
+    modes = tuple(cfg.in_modes)
+
+    def call(x):
+        return module(x.reshape(x.shape[0], *modes)).reshape(x.shape[0], cfg.shape.out_features)
+
+    return _build(module, cfg, batch, device, call=call)
+
+
 def matmul_gflops(n: int, device: str, *, repeats: int = 10) -> float:
-    """The machine's dense float32 matmul rate through torch: best of ``repeats`` n x n x n products."""
+    """The machine's dense matmul rate in :data:`DTYPE` through torch: best of ``repeats`` n x n x n products."""
     from benchmarks.timing import measure
 
     a = _normal(100, (n, n), device)
@@ -273,7 +338,7 @@ def copy_gbps(device: str, nbytes: int = 256 * 2**20) -> float:
     """Streaming bandwidth through torch: ``x + 1`` (a new output, as layers make), read + write bytes/s."""
     from benchmarks.timing import measure
 
-    a = torch.zeros(nbytes // 4, dtype=DTYPE, device=device)
+    a = torch.zeros(nbytes // DTYPE.itemsize, dtype=DTYPE, device=device)
 
     def run():
         a + 1.0
@@ -283,17 +348,27 @@ def copy_gbps(device: str, nbytes: int = 256 * 2**20) -> float:
     return 2 * nbytes / t.min_s / 1e9
 
 
-def candidates(dense_max_bytes: float, *, compile: bool = True) -> list[Candidate]:
+def candidates(dense_max_bytes: float, *, compile: bool = True, interpret_kernels: bool = False) -> list[Candidate]:
+    """Ours (eager, compiled), the fused Triton kernel, the dense layer, the single einsum, TensorLy-Torch and
+    torchTT."""
     out = [Candidate("torch", "ours", "torch ours", "tt", build_ours)]
     if compile:
         out.append(
             Candidate("torch", "ours-compiled", "torch ours compiled", "tt", lambda c, b, d: build_ours(c, b, d, compiled=True))
         )
     out += [
+        Candidate("torch", "triton", "torch Triton fused", "tt",
+                  lambda c, b, d: build_ours(c, b, d, kernel="triton", interpret=interpret_kernels)),
         Candidate("torch", "dense", "torch dense", "dense", lambda c, b, d: build_dense(c, b, d, max_bytes=dense_max_bytes)),
         Candidate("torch", "einsum", "torch einsum", "tt", build_einsum),
         Candidate("torch", "tensorly", "TensorLy-Torch", "tt", build_tensorly),
+        Candidate("torch", "torchtt", "torchTT", "tt", build_torchtt),
     ]
     return out
 
 
+
+
+def device_name(device: str) -> str:
+    """The device's name as torch reports it (``NVIDIA H200``), or ``cpu``."""
+    return torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"

@@ -20,8 +20,9 @@ from functools import cached_property
 
 from tt_common import TTMatrixShape, choose_direction, flop_table
 from tt_common.contraction import Direction
+from tt_common.fused import fused_traffic_bytes
 
-__all__ = ["LARGE_FLOP_RATIO", "LAYERS", "LayerConfig", "get"]
+__all__ = ["LARGE_FLOP_RATIO", "LAYERS", "SMOKE_LAYERS", "LayerConfig", "get"]
 
 LARGE_FLOP_RATIO = 5.0
 
@@ -72,6 +73,25 @@ class LayerConfig:
         sizes = self.state_sizes(batch)
         return itemsize * sum(a + b for a, b in zip(sizes, sizes[1:]))
 
+    def train_traffic_bytes(self, batch: int, itemsize: int = 4) -> int:
+        """Least memory traffic of the core-by-core training step: the forward's (:meth:`traffic_bytes`), then
+        per step the backward reads the step's output gradient and input state and writes its input gradient.
+
+        >>> cfg = get("1024-1024")
+        >>> cfg.train_traffic_bytes(1) == cfg.traffic_bytes(1) + 4 * sum(
+        ...     2 * a + b for a, b in zip(cfg.state_sizes(1), cfg.state_sizes(1)[1:]))
+        True
+        """
+        sizes = self.state_sizes(batch)
+        backward = sum(2 * a + b for a, b in zip(sizes, sizes[1:]))
+        return self.traffic_bytes(batch, itemsize) + itemsize * backward
+
+    def fused_traffic_bytes(self, batch: int, itemsize: int = 4, *, train: bool = False) -> int:
+        """Least traffic of any product (:func:`tt_common.fused.fused_traffic_bytes`: input in, output out);
+        ``train``: a training step, which also reads the output gradient and writes the input gradient."""
+        once = fused_traffic_bytes(self.shape, batch, itemsize)
+        return 2 * once if train else once
+
     @property
     def flop_ratio(self) -> float:
         """Dense FLOPs over TT FLOPs (independent of the batch size)."""
@@ -102,8 +122,16 @@ LAYERS: tuple[LayerConfig, ...] = (
 )
 
 
+# Not in the default run: a layer small enough for the CPU smoke run of benchmarks/gpu_session.sh, where the
+# kernels run interpreted (non-power-of-two modes, so the kernels' padding is exercised).
+SMOKE_LAYERS: tuple[LayerConfig, ...] = (
+    LayerConfig("smoke-96-64", (2, 6, 8), (4, 4, 4), 2, "smoke test only"),
+)
+
+
 def get(name: str) -> LayerConfig:
-    for cfg in LAYERS:
+    """The layer called ``name`` among :data:`LAYERS` and :data:`SMOKE_LAYERS`."""
+    for cfg in (*LAYERS, *SMOKE_LAYERS):
         if cfg.name == name:
             return cfg
-    raise KeyError(f"unknown layer {name!r}; choose from {[c.name for c in LAYERS]}")
+    raise KeyError(f"unknown layer {name!r}; choose from {[c.name for c in (*LAYERS, *SMOKE_LAYERS)]}")

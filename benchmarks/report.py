@@ -30,6 +30,7 @@ __all__ = ["Results", "load_run", "render", "save_run"]
 
 PASSES = ("fwd", "fwd+bwd")
 TRAIN_FLOP_FACTOR = 3  # backward = two products per forward product
+ITEMSIZE = {"float32": 4, "bfloat16": 2}
 
 
 @dataclass
@@ -140,10 +141,12 @@ def render(
     memory_batch: int | None = None,
     retained: bool = False,
     preface: str | None = None,
+    dtype: str = "float32",
 ) -> str:
     """The markdown report. ``retained``: the workers kept freed memory (``--retain-memory``); ``preface``:
-    markdown placed under the title."""
-    L: list[str] = ["# TT layer benchmarks", ""]
+    markdown placed under the title; ``dtype``: of the run's parameters and inputs (its bytes per element)."""
+    itemsize = ITEMSIZE[dtype]
+    L: list[str] = ["# TT layer benchmarks" + ("" if dtype == "float32" else f" ({dtype})"), ""]
     if preface:
         L += [preface.strip(), ""]
     if quick:
@@ -156,8 +159,9 @@ def render(
     L += [f"- **{k}**: {v}" for k, v in header.items()]
     for fw, p in res.peaks.items():
         L.append(
-            f"- **{fw} reference rates** (same run): dense float32 matmul {p['matmul_size']:.0f}^3 "
+            f"- **{fw} reference rates** (same run): dense {dtype} matmul {p['matmul_size']:.0f}^3 "
             f"**{p['matmul']:.1f} GFLOP/s**; streaming `x + 1` into a new array **{p['copy']:.1f} GB/s** (read + write)"
+            + (f"; datasheet memory bandwidth {p['spec_copy']:.0f} GB/s" if p.get("spec_copy") else "")
         )
     for fw, why in res.failures.items():
         L.append(f"- **{fw} FAILED**: {why} (see the run's stderr)")
@@ -172,8 +176,11 @@ def render(
         s = cfg.shape
         roofs = []
         for fw, p in res.peaks.items():
-            roof = cfg.tt_flops(big) / (cfg.traffic_bytes(big) / (p["copy"] * 1e9)) / 1e9
+            roof = cfg.tt_flops(big) / (cfg.traffic_bytes(big, itemsize) / (p["copy"] * 1e9)) / 1e9
             roofs.append(f"{fw} {roof:.0f}")
+            if p.get("spec_copy"):
+                spec = cfg.tt_flops(big) / (cfg.traffic_bytes(big, itemsize) / (p["spec_copy"] * 1e9)) / 1e9
+                roofs.append(f"{fw} datasheet {spec:.0f}")
         rows.append(
             [
                 f"`{cfg.name}`",
@@ -184,7 +191,7 @@ def render(
                 f"{cfg.dense_flops(1) / 1e6:.3g}",
                 f"{cfg.flop_ratio:.1f}" + (" (large)" if cfg.large else ""),
                 f"{s.num_params:,} / {s.dense_num_params:,}",
-                f"{cfg.tt_flops(1) / cfg.traffic_bytes(1):.1f}",
+                f"{cfg.tt_flops(1) / cfg.traffic_bytes(1, itemsize):.1f}",
                 ", ".join(roofs),
             ]
         )
@@ -208,7 +215,7 @@ def render(
         f"FLOPs count multiply and add; a training step counts {TRAIN_FLOP_FACTOR}x the forward. "
         f"'large': TT FLOPs at least {LARGE_FLOP_RATIO:g}x below dense. FLOP/byte: forward FLOPs of the "
         "core-by-core product over the least memory traffic (each step reads its state and writes the next, "
-        "float32); with the measured copy bandwidth that bounds the rate of any unfused core-by-core product "
+        f"{dtype}); with the measured copy bandwidth that bounds the rate of any unfused core-by-core product "
         "(a roofline), whatever the matmul peak.",
         "",
     ]
@@ -257,6 +264,8 @@ def render(
     L += _table(["layer", "batch", "pass", *[c.label for c in cands]], rows)
     L.append("")
 
+    L += _roofline(res, itemsize)
+
     # First calls
     L += [
         f"## First call of a training step, batch {big}, s (compilation included)",
@@ -283,6 +292,10 @@ def render(
     col("torch einsum/ours", "torch:einsum", "torch:ours")
     col("TensorLy/ours", "torch:tensorly", "torch:ours")
     col("torch eager/compiled", "torch:ours", "torch:ours-compiled")
+    col("JAX XLA/Pallas", "jax:ours", "jax:pallas")
+    col("torch eager/Triton", "torch:ours", "torch:triton")
+    col("torch compiled/Triton", "torch:ours-compiled", "torch:triton")
+    col("torchTT/ours", "torch:torchtt", "torch:ours")
     col("torch ours/JAX ours", "torch:ours", "jax:ours")
     L += ["## Ratios (other's time / ours; above 1: ours is faster)", ""]
     rows = []
@@ -336,6 +349,58 @@ def render(
         L.append(f"- skipped `{layer}` batch {b} {key}: {why}")
     L.append("")
     return "\n".join(L)
+
+
+def _bandwidths(res: Results) -> list[tuple[str, float]]:
+    """The device's memory bandwidths for the roofline (GB/s): the best copy rate measured in the run, then the
+    datasheet's where the device is a known GPU."""
+    out = []
+    copies = [p["copy"] for p in res.peaks.values() if p.get("copy")]
+    if copies:
+        out.append(("measured copy", max(copies)))
+    specs = [p["spec_copy"] for p in res.peaks.values() if p.get("spec_copy")]
+    if specs:
+        out.append(("datasheet", max(specs)))
+    return out
+
+
+def _roofline(res: Results, itemsize: int) -> list[str]:
+    """Each product's least memory traffic, the time it bounds, and how close each TT candidate comes."""
+    bws = _bandwidths(res)
+    if not bws:
+        return []
+    tts = [c for c in res.candidates if c.family == "tt"]
+    L = [
+        "## Memory-bandwidth roofline",
+        "",
+        "Least bytes a call must move: *core by core* (each step reads its state and writes the next; a training "
+        "step's backward also reads each step's output gradient and input state and writes its input gradient) "
+        "and *fused* (the input in and the output out, the cores and bias once; a training step also reads the "
+        "output gradient and writes the input gradient). The bounds are those bytes over "
+        + " and over ".join(f"the {name} bandwidth ({gbps:.0f} GB/s)" for name, gbps in bws)
+        + f". Cells of the TT candidates: percent of the core-by-core bound / of the fused bound at the "
+        f"{bws[0][0]} bandwidth that the median call reaches (100% = at the bound; a fused kernel can pass the "
+        "core-by-core one).",
+        "",
+    ]
+    rows = []
+    for cfg in res.layers:
+        for b in res.batches:
+            for p in PASSES:
+                train = p == "fwd+bwd"
+                unfused = cfg.train_traffic_bytes(b, itemsize) if train else cfg.traffic_bytes(b, itemsize)
+                fused = cfg.fused_traffic_bytes(b, itemsize, train=train)
+                row = [f"`{cfg.name}`", str(b), p, f"{unfused / 1e6:.3g} / {fused / 1e6:.3g}"]
+                row += [f"{1e3 * unfused / (g * 1e9):.3g} / {1e3 * fused / (g * 1e9):.3g}" for _, g in bws]
+                t_unfused, t_fused = (n / (bws[0][1] * 1e9) for n in (unfused, fused))
+                for c in tts:
+                    t = res.median(cfg, b, c.key, p)
+                    row.append("–" if t is None else f"{100 * t_unfused / t:.0f}% / {100 * t_fused / t:.0f}%")
+                rows.append(row)
+    heads = [f"bound ms, {name}" for name, _ in bws]
+    L += _table(["layer", "batch", "pass", "MB core by core / fused", *heads, *[c.label for c in tts]], rows)
+    L.append("")
+    return L
 
 
 def _mb(x: int | None) -> str:

@@ -2,17 +2,19 @@
 
 Times, for every layer of :mod:`benchmarks.layers` and every batch size, the
 forward pass and the training step (forward + backward) of each candidate (our
-JAX and torch TT layers, the dense layer, the single einsum, TensorLy-Torch),
-measures the machine's own matmul rate and memory bandwidth in the same run,
-the peak memory of a training step, then prints a markdown report (tables,
-ratios, and whether each goal of the issue is met) and writes it to ``--out``.
+JAX and torch TT layers, their fused kernels, the dense layer, the single einsum,
+TensorLy-Torch, torchTT) in each dtype of ``--dtypes`` (one report each), measures
+the machine's own matmul rate and memory bandwidth in the same run, the peak memory
+of a training step, then prints a markdown report (tables, ratios, the bandwidth
+roofline, and whether each goal of the issue is met) and writes it to ``--out``.
 
 Examples::
 
     python -m benchmarks.run                      # full run, writes benchmarks/RESULTS.md
     python -m benchmarks.run --quick              # harness check, writes benchmarks/RESULTS-quick.md
     python -m benchmarks.run --layers 1024-1024 --batches 100 --frameworks torch
-    python -m benchmarks.run --device gpu         # JAX picks the GPU itself; torch uses 'cuda'
+    python -m benchmarks.run --device gpu         # JAX picks the GPU itself; torch uses 'cuda'; batches to 10000
+    python -m benchmarks.run --device gpu --dtypes float32 bfloat16   # also writes RESULTS-bfloat16.md
 """
 
 from __future__ import annotations
@@ -32,19 +34,28 @@ from pathlib import Path
 
 from benchmarks import report
 from benchmarks.candidate import Skip
-from benchmarks.layers import LAYERS, get
-from benchmarks.timing import load_average, machine_info, measure
+from benchmarks.layers import LAYERS, SMOKE_LAYERS, get
+from benchmarks.timing import load_average, machine_info, measure, spec_bandwidth_gbps
 from experiments.memory import retain_freed_memory
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 QUICK_OUT = Path(__file__).resolve().parent / "RESULTS-quick.md"
+CPU_BATCHES = [1, 100, 1000]
+GPU_BATCHES = [1, 100, 1000, 10000]  # a GPU has the memory and the speed for 10,000 rows
+DTYPES = ("float32", "bfloat16")
+CANDIDATES = ["ours", "ours-compiled", "pallas", "triton", "dense", "einsum", "tensorly", "torchtt"]
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="harness check: batches 1 and 100, few repeats, short budgets")
-    p.add_argument("--batches", type=int, nargs="+", default=None, help="batch sizes (default 1 100 1000)")
-    p.add_argument("--layers", nargs="+", default=None, choices=[c.name for c in LAYERS], help="default: all six")
+    p.add_argument("--batches", type=int, nargs="+", default=None,
+                   help=f"batch sizes (default {' '.join(map(str, CPU_BATCHES))}; with --device gpu "
+                   f"{' '.join(map(str, GPU_BATCHES))}; quick 1 100)")
+    p.add_argument("--layers", nargs="+", default=None, choices=[c.name for c in (*LAYERS, *SMOKE_LAYERS)],
+                   help="default: the six of benchmarks.layers.LAYERS")
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=DTYPES,
+                   help="dtypes of the parameters and inputs, one report each (default float32)")
     p.add_argument("--frameworks", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
     p.add_argument("--repeats", type=int, default=None, help="most timed calls per measurement (default 20; quick 3)")
     p.add_argument(
@@ -65,9 +76,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--candidates",
         nargs="+",
         default=None,
-        choices=["ours", "ours-compiled", "dense", "einsum", "tensorly"],
-        help="run only these candidates (default: all)",
+        choices=CANDIDATES,
+        help="run only these candidates (default: all); pallas and triton are the fused kernels",
     )
+    p.add_argument("--interpret-kernels", action="store_true",
+                   help="off a GPU, run the fused kernels in their interpreters (a harness check; times nothing useful)")
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile candidate (it compiles per shape)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
     p.add_argument(
@@ -96,10 +109,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--worker", choices=["jax", "torch"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--worker-out", type=Path, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-dtype", choices=DTYPES, default="float32", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=None, help=f"markdown file to write (default {DEFAULT_OUT.name}; quick: {QUICK_OUT.name})")
     args = p.parse_args(argv)
     if args.batches is None:
-        args.batches = [1, 100] if args.quick else [1, 100, 1000]
+        args.batches = [1, 100] if args.quick else list(GPU_BATCHES if args.device == "gpu" else CPU_BATCHES)
     if args.repeats is None:
         args.repeats = 3 if args.quick else 20
     if args.budget_s is None:
@@ -164,24 +178,35 @@ def worker(args) -> None:
     started = time.perf_counter()
     if args.retain_memory and not retain_freed_memory():
         raise SystemExit("--retain-memory: this C library is not glibc (or $TT_RETAIN_MEMORY is 0)")
+    if args.interpret_kernels and args.device == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before Triton loads: its kernels take CPU tensors
     device = _setup_device(fw, args.device)
     if fw == "jax":
         from benchmarks import candidates_jax as mod
 
-        cands = mod.candidates(args.dense_max_gb * 2**30)
+        mod.set_dtype(args.worker_dtype)
+        cands = mod.candidates(args.dense_max_gb * 2**30, interpret_kernels=args.interpret_kernels)
         info = mod.versions()
         gpu = device == "gpu"
         size = 4096 if gpu else 2048
         peaks = {"matmul": mod.matmul_gflops(size), "copy": mod.copy_gbps()}
+        name = mod.device_name()
     else:
         from benchmarks import candidates_torch as mod
 
-        cands = mod.candidates(args.dense_max_gb * 2**30, compile=not args.no_compile)
+        mod.set_dtype(args.worker_dtype)
+        cands = mod.candidates(args.dense_max_gb * 2**30, compile=not args.no_compile,
+                               interpret_kernels=args.interpret_kernels)
         info = mod.versions()
         info["tt_torch"] = "present" if mod.tt_torch_available() else "missing"
         gpu = device == "cuda"
         size = 4096 if gpu else 2048
         peaks = {"matmul": mod.matmul_gflops(size, device), "copy": mod.copy_gbps(device)}
+        name = mod.device_name(device)
+    spec = spec_bandwidth_gbps(name) if gpu else None
+    if spec is not None:  # the datasheet figure, for the roofline beside the measured copy rate
+        peaks["spec_copy"] = spec
+        info[f"{fw} device bandwidth (datasheet)"] = f"{name}: {spec:.0f} GB/s"
     if args.candidates:
         cands = [c for c in cands if c.name in args.candidates]
     res = report.Results(layers=args.layers, batches=args.batches, candidates=cands)
@@ -189,7 +214,7 @@ def worker(args) -> None:
     res.peaks[fw] = dict(peaks, matmul_size=size)
     res.versions[fw] = info
     kw = dict(warmup=args.warmup, repeats=args.repeats, budget_s=args.budget_s)
-    limit = None if args.time_limit_s is None else args.time_limit_s / len(args.frameworks)
+    limit = None if args.time_limit_s is None else args.time_limit_s / (len(args.frameworks) * len(args.dtypes))
     for cfg in args.layers:
         t_layer = time.perf_counter()
         for batch in args.batches:
@@ -245,7 +270,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.worker:
         worker(args)
         return 0
+    failed = False
+    for dtype in args.dtypes:  # one report per dtype: its tables, ratios and goals compare like with like
+        failed |= _run_dtype(args, argv, dtype)
+    return 1 if failed else 0
 
+
+def out_path(out: Path, dtype: str, dtypes: Sequence[str]) -> Path:
+    """The report of ``dtype``: ``out`` for the first dtype asked for, ``out`` with ``-dtype`` for the others.
+
+    >>> out_path(Path("r/RESULTS.md"), "bfloat16", ["float32", "bfloat16"]).as_posix()
+    'r/RESULTS-bfloat16.md'
+    """
+    return out if dtype == dtypes[0] else out.with_name(f"{out.stem}-{dtype}{out.suffix}")
+
+
+def _run_dtype(args: argparse.Namespace, argv: list[str], dtype: str) -> bool:
+    """Runs one worker per framework in ``dtype``, writes the report and its JSON; whether a worker failed."""
     started = time.perf_counter()
     load_before = load_average()
     res = report.Results(layers=args.layers, batches=args.batches, candidates=[])
@@ -254,10 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             # One process per framework: XLA's and torch's thread pools in one process
             # compete for the cores, and a crash or OOM in one leaves the other's numbers.
             out = Path(tmp) / f"{fw}.json"
-            cmd = [sys.executable, "-m", "benchmarks.run", *argv, "--worker", fw, "--worker-out", str(out)]
+            cmd = [sys.executable, "-m", "benchmarks.run", *argv, "--worker", fw, "--worker-out", str(out),
+                   "--worker-dtype", dtype]
             t0 = time.perf_counter()
             done = subprocess.run(cmd, check=False)
-            _log(f"{fw}: {time.perf_counter() - t0:.0f} s")
+            _log(f"{fw} {dtype}: {time.perf_counter() - t0:.0f} s")
             if done.returncode != 0:
                 res.failures[fw] = f"worker exited with status {done.returncode}; the tables hold what it finished"
             if out.exists():
@@ -274,21 +316,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"stopping after {args.budget_s} s of them (at least 3, or 1 when a call exceeds it; "
         f"one timed call after a first one over {args.single_call_s} s, marked ¹); "
         f"memory at batch {args.memory_batch}; "
-        f"float32, TF32 off; one process per framework"
+        f"{dtype}, TF32 off; one process per framework"
         + (f"; pinned to {args.cpus} CPUs" if args.cpus else "")
         + ("; freed memory kept in the process (`--retain-memory`)" if args.retain_memory else "; default malloc")
+        + ("; kernels interpreted (`--interpret-kernels`)" if args.interpret_kernels else "")
     )
     header["devices"] = ", ".join(f"{k}: {v}" for k, v in res.devices.items())
     for info in res.versions.values():
         header.update(info)
-    render_kwargs = {"quick": args.quick, "memory_batch": args.memory_batch, "retained": args.retain_memory}
+    render_kwargs = {"quick": args.quick, "memory_batch": args.memory_batch, "retained": args.retain_memory,
+                     "dtype": dtype}
     text = report.render(res, header, **render_kwargs)
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    report.save_run(args.out.with_suffix(".json"), res, header, **render_kwargs)  # to render it again later
-    _log(f"wrote {args.out} and its .json ({time.perf_counter() - started:.0f} s)")
-    return 0 if not res.failures else 1
+    path = out_path(args.out, dtype, args.dtypes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    report.save_run(path.with_suffix(".json"), res, header, **render_kwargs)  # to render it again later
+    _log(f"wrote {path} and its .json ({time.perf_counter() - started:.0f} s)")
+    return bool(res.failures)
 
 
 def _log(msg: str) -> None:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 from experiments.machine import cpu_description, cpu_model, cpu_vector_extension
 
-__all__ = ["Timing", "cpu_model", "interleaved", "load_average", "machine_info", "measure"]
+__all__ = ["SPEC_BANDWIDTH_GBPS", "Timing", "cpu_model", "interleaved", "load_average", "machine_info", "measure",
+           "spec_bandwidth_gbps"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +141,27 @@ def machine_info() -> dict[str, str]:
     if env:
         info["environment"] = ", ".join(f"{k}={v}" for k, v in env.items())
     return info
+
+
+# Vendor datasheet memory bandwidth (GB/s) of GPUs the benchmark may meet, matched on the device name that
+# torch (`get_device_name`) and JAX (`device_kind`) report; more specific patterns first. A roofline with the
+# measured copy rate is what the machine gives a streaming kernel; this one is what its memory could.
+SPEC_BANDWIDTH_GBPS: tuple[tuple[str, float], ...] = (
+    ("H200", 4800.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),  # SXM5, 80 GB HBM3
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100", 1555.0),  # 40 GB
+)
+
+
+def spec_bandwidth_gbps(device_name: str) -> float | None:
+    """The datasheet memory bandwidth of a known GPU, in GB/s (``None`` for others and CPUs).
+
+    >>> spec_bandwidth_gbps("NVIDIA H200"), spec_bandwidth_gbps("NVIDIA H100 PCIe"), spec_bandwidth_gbps("cpu")
+    (4800.0, 2000.0, None)
+    """
+    for pattern, gbps in SPEC_BANDWIDTH_GBPS:
+        if pattern in device_name:
+            return gbps
+    return None

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +35,7 @@ import numpy as np
 
 from tt_common import decomposition
 from tt_common.contraction import Direction, layer_plan, planning_batch, tt_matmul
-from tt_common.shapes import TTMatrixShape, TTShapeProperties
+from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_features, check_input_ndim
 from tt_jax._xla_cpu import add_bias, on_cpu, product_flops
 
 __all__ = ["TTMatrix", "from_dense", "matmul", "plan", "round", "to_dense", "tt_linear"]
@@ -96,6 +96,29 @@ def plan(shape: TTMatrixShape, batch_size: int, direction: Direction | None = No
     return layer_plan(shape, batch_size, direction, product_flops=product_flops())
 
 
+Kernel = Literal["auto", "xla", "pallas"]
+
+
+def _fused_kernel(kernel: str, shape: TTMatrixShape, batch_size: int, dtype: Any, dot_general: DotGeneral,
+                  preferred_element_type: Any) -> bool:
+    """Whether :func:`tt_linear` takes the fused Pallas kernel (see its ``kernel`` argument).
+
+    ``"auto"`` off a GPU answers ``False`` without loading Pallas: the CPU path is the XLA product, unchanged.
+    """
+    if kernel not in ("auto", "xla", "pallas"):
+        raise ValueError(f"kernel must be 'auto', 'xla' or 'pallas', got {kernel!r}")
+    custom = dot_general is not jax.lax.dot_general or preferred_element_type is not None
+    if kernel == "pallas":
+        if custom:
+            raise ValueError("kernel='pallas' takes neither a custom dot_general nor preferred_element_type")
+        return True
+    if kernel == "xla" or custom or jax.default_backend() != "gpu":
+        return False
+    from tt_jax import _pallas
+
+    return _pallas.use_pallas(kernel, shape, batch_size, dtype)
+
+
 def tt_linear(
     x: jax.Array,
     cores: Sequence[jax.Array],
@@ -107,6 +130,7 @@ def tt_linear(
     dot_general: DotGeneral = jax.lax.dot_general,
     preferred_element_type: jnp.dtype | None = None,
     plan_batch_size: int = 1,
+    kernel: Kernel = "auto",
 ) -> jax.Array:
     """``x @ W + bias`` for ``x`` of shape ``(..., M)``: ``(..., N)``, contracted core by core.
 
@@ -116,6 +140,11 @@ def tt_linear(
     them first. A symbolic batch (``jax.export``) is planned for ``plan_batch_size``
     (:func:`tt_common.contraction.planning_batch`).
 
+    ``kernel``: ``"xla"`` is the core-by-core product above; ``"pallas"`` forces the fused Pallas kernel
+    (``tt_jax._pallas``: all cores on a block of rows in one kernel, left to right; interpreted off a GPU; it
+    takes ``precision`` but neither ``dot_general`` nor ``preferred_element_type``); ``"auto"`` (default) is
+    ``"xla"`` on a CPU, and on a GPU ``"pallas"`` only where the benchmark measured it faster (none yet).
+
     >>> import jax.numpy as jnp
     >>> cores = [jnp.ones((1, 2, 3, 2)), jnp.ones((2, 4, 5, 1))]
     >>> tt_linear(jnp.ones((7, 8)), cores, jnp.zeros(15)).shape
@@ -124,7 +153,15 @@ def tt_linear(
     found = TTMatrixShape.of_cores([c.shape for c in cores], shape)
     if bias is not None:
         found.check_bias(bias.shape)
-    groups, direction = plan(found, planning_batch(x.shape[:-1], plan_batch_size), direction)
+    batch = planning_batch(x.shape[:-1], plan_batch_size)
+    if _fused_kernel(kernel, found, batch, x.dtype, dot_general, preferred_element_type):
+        from tt_jax import _pallas  # imported only when taken: Pallas stays unloaded on the default path
+
+        check_input_ndim(x.ndim, found.in_features)
+        check_input_features(x.shape[-1], found.in_features, found.in_modes)
+        with jax.named_scope("tt_linear_pallas"):
+            return _pallas.fused_tt_linear(x, list(cores), bias, found, precision=precision)
+    groups, direction = plan(found, batch, direction)
     product = functools.partial(_matmul, dot_general=dot_general, precision=precision,
                                 preferred_element_type=preferred_element_type)
     with jax.named_scope("tt_linear"):

@@ -111,6 +111,8 @@ class TTLinear(TTShapeProperties, nnx.Module):
       promote_dtype: called as ``promote_dtype((inputs, *cores, bias), dtype=dtype)`` to cast the
         arrays to the computation dtype, as ``nnx.Linear``'s hook (default: ``nnx``'s ``promote_dtype``).
       preferred_element_type: passed to ``dot_general`` when given, as in ``nnx.Linear``.
+      kernel: the product's implementation, as :func:`tt_jax.functional.tt_linear`'s: ``"auto"`` (XLA on a CPU;
+        the fused Pallas kernel only on a GPU where the benchmark measured it faster), ``"xla"`` or ``"pallas"``.
       rngs: rng streams; ``rngs.params()`` draws the cores and the bias.
       cores_metadata, bias_metadata: metadata of every core and of the bias (e.g. ``out_sharding``),
         as ``nnx.Linear``'s ``kernel_metadata`` and ``bias_metadata``.
@@ -132,6 +134,7 @@ class TTLinear(TTShapeProperties, nnx.Module):
         dot_general: DotGeneral = jax.lax.dot_general,
         promote_dtype: Any = dtypes.promote_dtype,
         preferred_element_type: jnp.dtype | None = None,
+        kernel: Literal["auto", "xla", "pallas"] = "auto",
         rngs: nnx.Rngs,
         cores_metadata: Mapping[str, Any] = MappingProxyType({}),
         bias_metadata: Mapping[str, Any] = MappingProxyType({}),
@@ -147,6 +150,9 @@ class TTLinear(TTShapeProperties, nnx.Module):
         self.dot_general = dot_general
         self.promote_dtype = promote_dtype
         self.preferred_element_type = preferred_element_type
+        if kernel not in ("auto", "xla", "pallas"):
+            raise ValueError(f"kernel must be 'auto', 'xla' or 'pallas', got {kernel!r}")
+        self.kernel = kernel
         self.cores_init = cores_init
         self.bias_init = bias_init
         self.cores_metadata = dict(cores_metadata)
@@ -173,7 +179,7 @@ class TTLinear(TTShapeProperties, nnx.Module):
         return functional.tt_linear(
             inputs, cores, bias, shape=self.shape, direction=self.direction, precision=self.precision,
             dot_general=self.dot_general, preferred_element_type=self.preferred_element_type,
-            plan_batch_size=self._plan_batch_size(),
+            plan_batch_size=self._plan_batch_size(), kernel=self.kernel,
         )
 
     @property
@@ -357,7 +363,7 @@ class TTLinear(TTShapeProperties, nnx.Module):
         """A new layer with lower TT-ranks (:func:`tt_jax.functional.round`), same bias and settings.
 
         Settings kept: ``use_bias``, ``dtype``, ``param_dtype``, ``precision``, ``dot_general``,
-        ``promote_dtype``, ``preferred_element_type``, ``cores_init``, ``bias_init``, ``cores_metadata`` and
+        ``promote_dtype``, ``preferred_element_type``, ``kernel``, ``cores_init``, ``bias_init``, ``cores_metadata`` and
         ``bias_metadata``. The direction is chosen again (``"auto"``) for the new ranks.
 
         >>> from flax import nnx
@@ -374,7 +380,7 @@ class TTLinear(TTShapeProperties, nnx.Module):
         """The constructor's keywords of this layer (not the shape, the rngs or the direction)."""
         return dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                     precision=self.precision, dot_general=self.dot_general, promote_dtype=self.promote_dtype,
-                    preferred_element_type=self.preferred_element_type, cores_init=self.cores_init,
+                    preferred_element_type=self.preferred_element_type, kernel=self.kernel, cores_init=self.cores_init,
                     bias_init=self.bias_init, cores_metadata=self.cores_metadata, bias_metadata=self.bias_metadata)
 
     @classmethod

@@ -25,14 +25,14 @@ their :class:`tt_common.TTMatrixShape`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from tt_common import decomposition
 from tt_common.contraction import Direction, layer_plan, planning_batch, tt_matmul
-from tt_common.shapes import TTMatrixShape, TTShapeProperties
+from tt_common.shapes import TTMatrixShape, TTShapeProperties, check_input_features, check_input_ndim
 
 __all__ = ["TTMatrix", "from_dense", "matmul", "plan", "round", "to_dense", "tt_linear"]
 
@@ -94,6 +94,28 @@ def plan(shape: TTMatrixShape, batch_size: int, direction: Direction | None = No
     return layer_plan(shape, batch_size, direction)
 
 
+Kernel = Literal["auto", "torch", "triton"]
+
+
+def _fused_kernel(kernel: str, shape: TTMatrixShape, batch_size: int, x: torch.Tensor) -> bool:
+    """Whether :func:`tt_linear` takes the fused Triton kernel (see its ``kernel`` argument).
+
+    ``"auto"`` answers ``False`` for CPU tensors without importing Triton: the CPU path is torch's product,
+    unchanged.
+    """
+    if kernel not in ("auto", "torch", "triton"):
+        raise ValueError(f"kernel must be 'auto', 'torch' or 'triton', got {kernel!r}")
+    if kernel != "auto":
+        return kernel == "triton"
+    if not x.is_cuda:
+        return False
+    try:
+        from tt_torch import _triton
+    except ImportError:  # no Triton on this machine: torch's product
+        return False
+    return _triton.use_triton(kernel, shape, batch_size, x)
+
+
 def tt_linear(
     x: torch.Tensor,
     cores: Sequence[torch.Tensor],
@@ -102,12 +124,18 @@ def tt_linear(
     shape: TTMatrixShape | None = None,
     direction: Direction | None = None,
     plan_batch_size: int = 1,
+    kernel: Kernel = "auto",
 ) -> torch.Tensor:
     """``x @ W + bias`` for ``x`` of shape ``(..., M)``: ``(..., N)``, contracted core by core.
 
     ``shape`` (default: read off the cores) is checked against the cores. ``direction`` defaults to the
     cheaper one (:func:`tt_common.choose_direction`). A symbolic batch (``torch.export``'s ``SymInt``) is
     planned for ``plan_batch_size`` (:func:`tt_common.contraction.planning_batch`).
+
+    ``kernel``: ``"torch"`` is the core-by-core product above; ``"triton"`` forces the fused Triton kernel
+    (``tt_torch._triton``: all cores on a block of rows in one kernel; CUDA tensors, or CPU tensors under
+    ``TRITON_INTERPRET=1``); ``"auto"`` (default) is ``"torch"`` for CPU tensors, and for CUDA tensors
+    ``"triton"`` only where the benchmark measured it faster (none yet).
 
     >>> import torch
     >>> cores = [torch.ones(1, 2, 3, 2), torch.ones(2, 4, 5, 1)]
@@ -117,7 +145,14 @@ def tt_linear(
     found = TTMatrixShape.of_cores([tuple(c.shape) for c in cores], shape)
     if bias is not None:
         found.check_bias(tuple(bias.shape))
-    groups, direction = plan(found, planning_batch(x.shape[:-1], plan_batch_size), direction)
+    batch = planning_batch(x.shape[:-1], plan_batch_size)
+    if _fused_kernel(kernel, found, batch, x):
+        from tt_torch import _triton  # imported only when taken: Triton stays unloaded on the default path
+
+        check_input_ndim(x.dim(), found.in_features)
+        check_input_features(x.shape[-1], found.in_features, found.in_modes)
+        return _triton.fused_tt_linear(x, list(cores), bias, found)
+    groups, direction = plan(found, batch, direction)
     y = tt_matmul(x, list(cores), found, direction, permute=_permute, matmul=_matmul, groups=groups)
     # bias in y's dtype: under torch.autocast the products run in the low dtype, as nn.Linear's addmm does
     return y if bias is None else y + bias.to(y.dtype)

@@ -88,6 +88,9 @@ class TTLinear(TTShapeProperties, nn.Module):
       bias_init: fills the bias in place, like ``nn.init.zeros_`` (the
         default, as in JAX; ``nn.Linear`` draws its bias at random).
       direction: ``"auto"`` (the cheaper of ``"ltr"`` / ``"rtl"``), ``"ltr"`` or ``"rtl"``.
+      kernel: the product's implementation, as :func:`tt_torch.functional.tt_linear`'s: ``"auto"`` (torch's
+        product for CPU tensors; the fused Triton kernel only for CUDA tensors where the benchmark measured it
+        faster), ``"torch"`` or ``"triton"``.
       device, dtype: of the parameters, as in ``nn.Linear``. (JAX's
         ``param_dtype`` is this ``dtype``; JAX's computation ``dtype`` and
         ``precision`` have no argument here: use ``torch.autocast`` and
@@ -104,6 +107,7 @@ class TTLinear(TTShapeProperties, nn.Module):
         cores_init: CoresInitializer = default_cores_init,
         bias_init: Callable[[torch.Tensor], Any] = default_bias_init,
         direction: Literal["auto", "ltr", "rtl"] = "auto",
+        kernel: Literal["auto", "torch", "triton"] = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -112,6 +116,9 @@ class TTLinear(TTShapeProperties, nn.Module):
         if direction not in ("auto", "ltr", "rtl"):
             raise ValueError(f"direction must be 'auto', 'ltr' or 'rtl', got {direction!r}")
         self.direction: Direction = choose_direction(self.shape) if direction == "auto" else direction
+        if kernel not in ("auto", "torch", "triton"):
+            raise ValueError(f"kernel must be 'auto', 'torch' or 'triton', got {kernel!r}")
+        self.kernel = kernel
         self.cores_init = cores_init
         self.bias_init = bias_init
         factory = {"device": device, "dtype": dtype}
@@ -149,7 +156,7 @@ class TTLinear(TTShapeProperties, nn.Module):
         if self.inference_form == "dense":
             return self._dense_forward(input)
         return functional.tt_linear(input, list(self.cores), self.bias, shape=self.shape, direction=self.direction,
-                                    plan_batch_size=self._plan_batch_size())
+                                    plan_batch_size=self._plan_batch_size(), kernel=self.kernel)
 
     @property
     def inference_form(self) -> Literal["cores", "dense"]:
@@ -327,7 +334,7 @@ class TTLinear(TTShapeProperties, nn.Module):
     def round(self, *, max_rank: int | Sequence[int] | None = None, rtol: float | None = None) -> TTLinear:
         """A new layer with lower TT-ranks (:func:`tt_torch.functional.round`), same bias and settings.
 
-        Settings kept: the bias (its values), ``cores_init``, ``bias_init``, the device and the dtype. The
+        Settings kept: the bias (its values), ``cores_init``, ``bias_init``, ``kernel``, the device and the dtype. The
         direction is chosen again (``"auto"``) for the new ranks.
 
         >>> import torch
@@ -340,7 +347,7 @@ class TTLinear(TTShapeProperties, nn.Module):
         with torch.no_grad():
             tt = functional.round(self.tt_matrix(), max_rank=max_rank, rtol=rtol)
         return self._from_tt_matrix(tt, False if self.bias is None else self.bias,
-                                    cores_init=self.cores_init, bias_init=self.bias_init,
+                                    cores_init=self.cores_init, bias_init=self.bias_init, kernel=self.kernel,
                                     device=first.device, dtype=first.dtype)
 
     @classmethod
