@@ -1,4 +1,4 @@
-"""JAX backend of the experiments: an NNX model, an optax optimizer, jitted steps."""
+"""JAX backend of the experiments: an NNX model, an optax optimizer, jitted steps; data parallel on a device mesh."""
 
 from __future__ import annotations
 
@@ -9,13 +9,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import tt_jax
 from experiments.models_jax import build
 from experiments.optim import OptimizerConfig
+from experiments.parallel import AXIS
 from experiments.presets import Network
 
-__all__ = ["JaxBackend"]
+__all__ = ["JaxBackend", "data_mesh"]
 
 
 def _optax(cfg: OptimizerConfig) -> optax.GradientTransformation:
@@ -90,21 +93,68 @@ def _unflatten_like(template: dict, flat: dict[str, np.ndarray], prefix: str = "
     return tree
 
 
+def data_mesh(devices: int) -> Mesh:
+    """A 1-D mesh (axis ``"data"``) over ``devices`` devices, ordered by process, then id: in a multi-machine run
+    each process's devices are adjacent, so each holds a contiguous block of every batch."""
+    chosen = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))[:devices]
+    return Mesh(np.array(chosen), (AXIS,))
+
+
+def _local(value):
+    """This process's copy of a replicated ``jax.Array`` (the array itself when this process holds all of it, as
+    in every one-process run)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        return value.addressable_data(0)
+    return value
+
+
+def _global(value, sharding: NamedSharding) -> jax.Array:
+    """``value`` (a host array, or an array this process holds whole; the same on every process) laid out by
+    ``sharding``: ``jax.device_put`` in one process; in several, each fills its own devices' shards."""
+    if jax.process_count() == 1:
+        return jax.device_put(value, sharding)
+    if _is_key(value):
+        data = _global(jax.random.key_data(_local(value)), sharding)
+        return jax.random.wrap_key_data(data, impl=jax.random.key_impl(value))
+    host = np.asarray(_local(value))
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
 class JaxBackend:
-    """Trains one :class:`experiments.presets.Network` with JAX (GPU when JAX has one)."""
+    """Trains one :class:`experiments.presets.Network` with JAX (GPU when JAX has one), on one device or data
+    parallel over ``devices`` of them (see :mod:`experiments.parallel`).
+
+    On several devices each global batch is sharded over a 1-D mesh (:func:`data_mesh`) and the NNX state is
+    placed as Flax documents (``nnx.get_named_sharding``: replicated, the networks carry no sharding
+    annotations); the jitted step is the single-device one. One device keeps today's path: no mesh at all.
+    """
 
     name = "jax"
 
     def __init__(self, spec: Network, optimizer: OptimizerConfig, seed: int, *, tt_init: str = "lecun",
-                 dense_init: str = "lecun", label_smoothing: float = 0.0):
+                 dense_init: str = "lecun", label_smoothing: float = 0.0, devices: int = 1):
         self.model = build(spec, seed=seed, tt_init=tt_init, dense_init=dense_init)
         self.optimizer = nnx.Optimizer(self.model, _optax(optimizer), wrt=nnx.Param)
         self.label_smoothing = label_smoothing
+        self._mesh = data_mesh(devices) if devices > 1 or jax.process_count() > 1 else None
+        if self._mesh is not None:
+            self._sharded = NamedSharding(self._mesh, P(AXIS))
+            self._replicated = NamedSharding(self._mesh, P())
+            self._place_state()
+
+    def _place_state(self) -> None:
+        """Puts the model and optimizer state on the mesh, as ``nnx.get_named_sharding`` says (all replicated)."""
+        state = nnx.state((self.model, self.optimizer))
+        shardings = nnx.get_named_sharding(state, self._mesh)
+        # Several processes: each holds the same values (same seed, same checkpoint) and fills its own devices.
+        nnx.update((self.model, self.optimizer), jax.tree.map(_global, state, shardings))
 
     @property
     def device(self) -> str:
         d = jax.devices()[0]
-        return f"jax {d.platform}: {d.device_kind}"
+        if self._mesh is None:
+            return f"jax {d.platform}: {d.device_kind}"
+        return f"jax {d.platform}: {self._mesh.size} x {d.device_kind} (sharded batch)"
 
     def report(self) -> str:
         return tt_jax.compression_report(self.model)
@@ -114,34 +164,56 @@ class JaxBackend:
         return [layer.plan(batch_size) for layer in self.model.layers if isinstance(layer, tt_jax.TTLinear)]
 
     def set_learning_rate(self, lr: float) -> None:
-        self.optimizer.opt_state.hyperparams["learning_rate"][...] = jnp.asarray(lr)
+        value = jnp.asarray(lr)
+        if self._mesh is not None:
+            value = _global(np.asarray(value), self._replicated)
+        self.optimizer.opt_state.hyperparams["learning_rate"][...] = value
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Nothing: the dropout key is one global stream, whatever the device count (threefry is partitionable)."""
+
+    def _put(self, a: np.ndarray) -> jax.Array:
+        """A host batch as the step's input: as it is on one device; on the mesh sharded over the batch (or
+        replicated, for a short last batch that does not split evenly)."""
+        if self._mesh is None:
+            return jnp.asarray(a)
+        return _global(a, self._sharded if len(a) % self._mesh.size == 0 else self._replicated)
 
     def train_step(self, x: np.ndarray, y: np.ndarray):
-        """One step; returns the (loss, number correct) as device scalars (no sync)."""
+        """One step on the global batch ``(x, y)``; returns the (loss, number correct) as device scalars (no sync)."""
         self.model.train()
-        return _train_step(self.model, self.optimizer, jnp.asarray(x), jnp.asarray(y),
-                           label_smoothing=self.label_smoothing)
+        loss, correct = _train_step(self.model, self.optimizer, self._put(x), self._put(y),
+                                    label_smoothing=self.label_smoothing)
+        return _local(loss), _local(correct)
 
     def evaluate(self, batches) -> tuple[float, float]:
         """Mean loss and accuracy over ``(x, y)`` batches, in eval mode (running batch-norm statistics)."""
         self.model.eval()
         total_loss, correct, count = 0.0, 0, 0
         for x, y in batches:
-            loss, right = _eval_step(self.model, jnp.asarray(x), jnp.asarray(y))
-            total_loss, correct, count = total_loss + float(loss), correct + int(right), count + len(y)
+            loss, right = _eval_step(self.model, self._put(x), self._put(y))
+            total_loss, correct, count = total_loss + float(_local(loss)), correct + int(_local(right)), count + len(y)
         return total_loss / count, correct / count
 
     def state(self) -> tuple[dict[str, np.ndarray], dict]:
         """Everything a resumed run needs (parameters, batch-norm statistics, optimizer and RNG state) as named
-        NumPy arrays, and the state that is not arrays as JSON (none in JAX)."""
-        return _flatten(jax.device_get(nnx.to_pure_dict(nnx.state((self.model, self.optimizer))))), {}
+        NumPy arrays, and the state that is not arrays as JSON (none in JAX). The same on any device count."""
+        pure = nnx.to_pure_dict(nnx.state((self.model, self.optimizer)))
+        return _flatten(jax.device_get(jax.tree.map(_local, pure))), {}
 
     def load_state(self, arrays: dict[str, np.ndarray], meta: dict) -> None:
-        """Restores :meth:`state`; a ``ValueError`` names a missing, unexpected or mis-shaped array."""
+        """Restores :meth:`state` (from a run on any device count); a ``ValueError`` names a missing, unexpected or
+        mis-shaped array."""
         state = nnx.state((self.model, self.optimizer))
-        nnx.replace_by_pure_dict(state, _unflatten_like(nnx.to_pure_dict(state), arrays))
+        nnx.replace_by_pure_dict(state, _unflatten_like(jax.tree.map(_local, nnx.to_pure_dict(state)), arrays))
         nnx.update((self.model, self.optimizer), state)
+        if self._mesh is not None:
+            self._place_state()
 
     def parameters(self) -> dict[str, np.ndarray]:
         """The weights in the neutral naming of :mod:`tt_common.transfer`."""
-        return tt_jax.transfer.export(self.model)
+        model = self.model
+        if jax.process_count() > 1:  # replicated arrays spanning machines: export this process's copy
+            graphdef, state = nnx.split(self.model)
+            model = nnx.merge(graphdef, jax.tree.map(_local, state))
+        return tt_jax.transfer.export(model)

@@ -173,7 +173,8 @@ def test_a_refused_resume_names_each_differing_setting(world, tmp_path) -> None:
     run = _copy(world, tmp_path)
     line = _error(_train(world, "--resume", "--lr", "0.5", "--seed", "3", out=run))
     assert "was written by a different configuration: seed (--seed): 0 in the checkpoint, 3 now; " in line
-    assert "optimizer.learning_rate (--lr): 0.01 in the checkpoint, 0.5 now (only --epochs may change)" in line
+    assert ("optimizer.learning_rate (--lr): 0.01 in the checkpoint, 0.5 now (only --epochs and --devices may "
+            "change)") in line
 
 
 def test_resuming_a_cosine_run_for_more_epochs_says_how_to_keep_its_schedule(world, tmp_path) -> None:

@@ -259,9 +259,11 @@ def _same_run(a: RunConfig, b: RunConfig) -> bool:
 
     The epoch count is left out because a run resumed with more epochs continues exactly as a longer run would
     (the learning-rate schedule depends on the epoch, not on the total); smoke-run limits and the data folder
-    are left out because they never change a run's directory.
+    are left out because they never change a run's directory, and so is the device count (data parallel: the same
+    run up to rounding).
     """
-    strip = {"backend": "", "epochs": 0, "limit": None, "max_batches": None, "data_dir": None, "eval_batch_size": 0}
+    strip = {"backend": "", "epochs": 0, "limit": None, "max_batches": None, "data_dir": None, "eval_batch_size": 0,
+             "devices": 1}
     return replace(a, **strip) == replace(b, **strip)
 
 

@@ -14,6 +14,12 @@ A folder that holds a run is never overwritten by accident: a new run there is r
 (continue it) or ``--overwrite`` (replace it) is given. Nothing is written before the first epoch ends, so a run
 that fails earlier leaves no trace (and a replaced run stays whole until then). Every setting is checked before
 any data is loaded; a user's mistake prints one ``error:`` line (``--debug``: the traceback).
+
+``--devices N`` trains data parallel, ``--batch-size`` being the global batch (``docs/multi_device.md``,
+:mod:`experiments.parallel`)::
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m experiments.train --backend jax --devices 2
+    python -m experiments.train --backend torch --devices 2          # or: torchrun --nproc-per-node 2 -m ...
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments import checkpoint as checkpoints
+from experiments import parallel
 from experiments.checkpoint import CHECKPOINT, LEGACY_CHECKPOINT, Checkpoint
 from experiments.cli import USER_ERRORS, add_debug_flag, user_errors
 from experiments.data import Dataset, iterate_batches, load_dataset, num_batches, resolve_data_dir
@@ -75,6 +82,7 @@ class RunConfig:
     dense_init: str = "lecun"  # experiments.recipes.DENSE_INITS
     normalize: bool = True  # standardise inputs; False: raw [0, 1] pixels
     label_smoothing: float = 0.0
+    devices: int = 1  # data parallel (experiments.parallel): batch_size is the global batch, split over them
 
     def check(self) -> RunConfig:
         """Returns ``self`` if every field is valid, else a ``ValueError`` names the field and its flag.
@@ -123,7 +131,7 @@ _RULES = {
     "dataset": (lambda v: v in ("mnist", "cifar10"), "'mnist' or 'cifar10'"),
     "model": (lambda v: v in PRESETS, f"one of {sorted(PRESETS)}"),
     "backend": (lambda v: v in ("jax", "torch"), "'jax' or 'torch'"),
-    "epochs": _POSITIVE, "batch_size": _POSITIVE, "eval_batch_size": _POSITIVE,
+    "epochs": _POSITIVE, "batch_size": _POSITIVE, "eval_batch_size": _POSITIVE, "devices": _POSITIVE,
     "seed": (lambda v: _integer(v, 0), "a non-negative integer"),
     "val_size": (lambda v: _integer(v, 0), "a non-negative integer (0: no validation holdout)"),
     "limit": (_optional(_POSITIVE[0]), "a positive integer or None (all examples)"),
@@ -136,16 +144,16 @@ _RULES = {
 }
 
 
-def _backend(config: RunConfig):
+def _backend(config: RunConfig, world: parallel.World = parallel.SINGLE):
     spec = get_preset(config.model)
     if config.backend == "jax":
         from experiments.backend_jax import JaxBackend
 
-        return JaxBackend(spec, config.optimizer, config.seed, **_model_options(config))
+        return JaxBackend(spec, config.optimizer, config.seed, devices=config.devices, **_model_options(config))
     if config.backend == "torch":
         from experiments.backend_torch import TorchBackend
 
-        return TorchBackend(spec, config.optimizer, config.seed, **_model_options(config))
+        return TorchBackend(spec, config.optimizer, config.seed, world=world, **_model_options(config))
     raise ValueError(f"backend must be 'jax' or 'torch', got {config.backend!r}")
 
 
@@ -227,6 +235,7 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
         "recipe": config.recipe,
         "backend": config.backend,
         "device": backend.device,
+        "devices": config.devices,
         "seed": config.seed,
         "params": params,
         "thesis_params": spec.thesis_params,
@@ -254,10 +263,11 @@ def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params
 def _comparable(config: dict) -> dict:
     """A configuration as resuming compares it: flat (``optimizer.learning_rate``), ``data_dir`` resolved to the
     folder it means (unset, relative and absolute spellings of one folder are equal), ``epochs`` left out (a run
-    may be resumed with more epochs)."""
+    may be resumed with more epochs) and ``devices`` too (a run resumes on any device count that divides its batch:
+    :func:`experiments.parallel.check_resume`)."""
     flat = {}
     for key, value in config.items():
-        if key == "epochs":
+        if key in ("epochs", "devices"):
             continue
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
@@ -276,7 +286,7 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     >>> b = RunConfig(batch_size=50, optimizer=OptimizerConfig(learning_rate=0.1)).to_dict()
     >>> config_differences(a, b)
     ['batch_size (--batch-size): 100 in the checkpoint, 50 now', 'optimizer.learning_rate (--lr): 0.001 in the checkpoint, 0.1 now']
-    >>> config_differences(a, {**a, "epochs": 50, "data_dir": None})
+    >>> config_differences(a, {**a, "epochs": 50, "devices": 2, "data_dir": None})
     []
     """
     # Through JSON, as the checkpoint went: tuples and lists compare equal.
@@ -343,10 +353,11 @@ def _saved_run(out: Path, config: RunConfig) -> Checkpoint:
                 f"{saved.config['optimizer']['cosine_epochs']} to keep it." if any(
                     d.startswith("optimizer.cosine_epochs") for d in differences) else "")
         raise ValueError(f"--resume: the checkpoint in {out} was written by a different configuration: "
-                         f"{'; '.join(differences)} (only --epochs may change).{hint}")
+                         f"{'; '.join(differences)} (only --epochs and --devices may change).{hint}")
     if config.epochs < len(saved.rows):
         raise ValueError(f"--resume: epochs (--epochs) is {config.epochs}, but the checkpoint in {out} has "
                          f"already run {len(saved.rows)} epochs")
+    parallel.check_resume(saved.config, config, out)
     return saved
 
 
@@ -420,27 +431,76 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool
     """Runs (or resumes) a training run in ``out`` and returns its summary.
 
     ``resume`` continues from the checkpoint in ``out`` (an error if there is none, or if another configuration
-    wrote it: only ``epochs`` may change); ``overwrite`` replaces the run in ``out``; without either a folder that
-    holds a run is refused. Nothing is written before the first epoch ends (a replaced run stays whole until
-    then), and a folder created for a run that fails before then is removed.
+    wrote it: only ``epochs`` and ``devices`` may change); ``overwrite`` replaces the run in ``out``; without either
+    a folder that holds a run is refused. Nothing is written before the first epoch ends (a replaced run stays whole
+    until then), and a folder created for a run that fails before then is removed.
+
+    ``config.devices > 1`` trains data parallel (:mod:`experiments.parallel`): JAX in this process over a device
+    mesh; torch in ``devices`` processes, started here (``torch.multiprocessing``) unless a launcher (torchrun)
+    started this one as one of them. The device count is checked, with the batch split, before any data is loaded.
+    Only the main process (rank 0) writes ``out`` and reports progress.
     """
     if progress is None:
         from tqdm.auto import tqdm as progress
     out = Path(out)
     config.check()
     saved = _check_out(out, config, resume=resume, overwrite=overwrite)
-    created = _make_out(out)
+    world = parallel.start(config)  # checks the devices against the batch and what is present
+    created = _make_out(out) if world.is_main else []
     try:
-        return _run(config, out, saved, progress, replace_run=overwrite)
+        data = _load(config)
+        if parallel.spawns(config, world):
+            args = (config, out, _shared(data), saved is not None, progress, overwrite, retained())
+            return parallel.spawn("experiments.train:_spawned_run", config.devices, *args)
+        return _run(world, config, out, data, saved, progress, replace_run=overwrite)
     except BaseException:
         _remove_empty(created)
         raise
 
 
-def _run(config: RunConfig, out: Path, saved: Checkpoint | None, progress, *, replace_run: bool) -> dict:
-    data = load_dataset(config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed,
+def _load(config: RunConfig) -> Dataset:
+    return load_dataset(config.dataset, data_dir=config.data_dir, val_size=config.val_size, seed=config.seed,
                         normalize=config.normalize, limit=config.limit)
-    backend = _backend(config)
+
+
+def _shared(data: Dataset) -> Dataset:
+    """``data`` with its arrays as torch tensors, which ``torch.multiprocessing`` hands to the processes it starts
+    through shared memory (one copy for all, not one pickle each)."""
+    import torch
+
+    return replace(data, **{name: torch.from_numpy(getattr(data, name)) for name in _ARRAYS})
+
+
+_ARRAYS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+
+
+def _spawned_run(world: parallel.World, config: RunConfig, out: Path, data: Dataset, resume: bool, progress,
+                 replace_run: bool, retain: bool) -> dict | None:
+    """One rank of a run that :func:`train` started in several processes (:func:`experiments.parallel.spawn`)."""
+    if retain:
+        retain_freed_memory_for([config.model])  # as the parent did; before the backend allocates anything
+    data = replace(data, **{name: getattr(data, name).numpy() for name in _ARRAYS})
+    saved = checkpoints.read(out / CHECKPOINT) if resume else None  # the parent has checked it
+    summary = _run(world, config, out, data, saved, progress, replace_run=replace_run)
+    return summary if world.is_main else None
+
+
+def _say(world: parallel.World):
+    """``print`` on the main process, nothing on the others (one process reports a run)."""
+    return print if world.is_main else (lambda *args, **kwargs: None)
+
+
+def _run(world: parallel.World, config: RunConfig, out: Path, data: Dataset, saved: Checkpoint | None, progress, *,
+         replace_run: bool) -> dict:
+    with parallel.process_group(world, config.backend):
+        return _epochs(world, config, out, data, saved, progress if world.is_main else silent_progress,
+                       replace_run=replace_run)
+
+
+def _epochs(world: parallel.World, config: RunConfig, out: Path, data: Dataset, saved: Checkpoint | None, progress,
+            *, replace_run: bool) -> dict:
+    say = _say(world)
+    backend = _backend(config, world)
     params = get_preset(config.model).param_count()
     rows: list[dict] = []
     if saved is not None:
@@ -449,14 +509,15 @@ def _run(config: RunConfig, out: Path, saved: Checkpoint | None, progress, *, re
         except (ValueError, KeyError) as error:
             raise checkpoints.CheckpointError(f"{out / CHECKPOINT}: {error}") from None
         rows = list(saved.rows)
-        print(f"resumed from {out / CHECKPOINT} after epoch {len(rows)}", file=sys.stderr)
-    print(f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test; "
-          f"{config.model} ({params:,} params) with {config.backend} on {backend.device}")
-    print(backend.report())
+        say(f"resumed from {out / CHECKPOINT} after epoch {len(rows)}", file=sys.stderr)
+    say(f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test; "
+        f"{config.model} ({params:,} params) with {config.backend} on {backend.device}")
+    say(backend.report())
     first = len(rows)
     for epoch in range(first, config.epochs):
         lr = config.optimizer.lr_at(epoch)
         backend.set_learning_rate(lr)
+        backend.begin_epoch(epoch)
         start = time.perf_counter()
         train_loss, train_acc = _train_epoch(backend, data, config, epoch, progress)
         epoch_time = time.perf_counter() - start
@@ -468,14 +529,16 @@ def _run(config: RunConfig, out: Path, saved: Checkpoint | None, progress, *, re
             "epoch_time_s": epoch_time,
         }
         rows.append(row)
-        _commit_epoch(out, config, backend, rows, first=epoch == first, replace_run=replace_run)
+        if world.is_main:  # every process holds the same state: one writes it
+            _commit_epoch(out, config, backend, rows, first=epoch == first, replace_run=replace_run)
         val = "—" if val_acc is None else f"{100 * val_acc:.2f}%"
-        print(f"epoch {epoch + 1}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
-              f"val {val} | test {100 * test_acc:.2f}% | {epoch_time:.1f}s")
-    _write_weights(out, "final", backend, config, len(rows))
+        say(f"epoch {epoch + 1}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
+            f"val {val} | test {100 * test_acc:.2f}% | {epoch_time:.1f}s")
     summary = _summary(config, data, backend, rows, params)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot(rows, out / "curves.png", f"{config.model} on {data.name} ({config.backend})")
+    if world.is_main:
+        _write_weights(out, "final", backend, config, len(rows))
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        _plot(rows, out / "curves.png", f"{config.model} on {data.name} ({config.backend})")
     return summary
 
 
@@ -513,6 +576,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batches", type=int, default=None, help="training batches per epoch (time-boxed runs)")
     p.add_argument("--data-dir", default=None, help="folder with mnist/ and cifar10-jpeg/ (or $TT_DATA_DIR)")
     p.add_argument("--device", choices=("auto", "cpu"), default="auto", help="auto: a GPU when the backend sees one")
+    p.add_argument("--devices", type=int, default=None,
+                   help="data parallel over N devices, --batch-size the global batch (default: 1, or torchrun's "
+                        "WORLD_SIZE); JAX shards each batch over N of its devices, torch runs N DDP processes "
+                        "(docs/multi_device.md)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--overwrite", action="store_true", help="replace the run in --out (refused without it)")
@@ -542,7 +609,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     run = {flag: getattr(args, flag) for flag in _RUN_FLAGS if getattr(args, flag) is not None}
     return replace(base, backend=args.backend, batch_size=args.batch_size, eval_batch_size=args.eval_batch_size,
                    seed=args.seed, limit=args.limit, max_batches=args.max_batches, optimizer=optimizer,
-                   data_dir=args.data_dir, **run).check()
+                   data_dir=args.data_dir, devices=parallel.requested_devices(args.devices, args.backend),
+                   **run).check()
 
 
 def retain_freed_memory_for(models: list[str]) -> bool:
@@ -564,9 +632,10 @@ def main(argv: list[str] | None = None) -> dict:
             os.environ["CUDA_VISIBLE_DEVICES"] = ""
         out = args.out or _default_out(config, resume=args.resume, overwrite=args.overwrite)
         summary = train(config, out, resume=args.resume, overwrite=args.overwrite)
-    print(f"\n{result_line(summary)}; results in {out}")
-    if (line := thesis_line(summary)) is not None:
-        print(line)
+    if parallel.is_main_process():  # under a launcher, every process runs main(): one reports
+        print(f"\n{result_line(summary)}; results in {out}")
+        if (line := thesis_line(summary)) is not None:
+            print(line)
     return summary
 
 
@@ -593,4 +662,8 @@ def thesis_line(summary: dict) -> str | None:
 
 
 if __name__ == "__main__":
-    main()
+    # Through the imported module, not this __main__ copy of it: the processes that --devices starts (and the errors
+    # they send back) then know one RunConfig and one DivergenceError, the CLI's error handler catches them.
+    from experiments.train import main as _main
+
+    _main()
