@@ -1,4 +1,4 @@
-"""Test-wide settings: JAX's persistent compilation cache, float64, hypothesis profiles.
+"""Test-wide settings: JAX's persistent compilation cache, float64, hypothesis profiles, Triton's interpreter.
 
 Only configures JAX if it is installed, so that torch-only installs can test too.
 """
@@ -9,6 +9,10 @@ import importlib.util
 import os
 
 from hypothesis import HealthCheck, settings
+
+# Triton reads TRITON_INTERPRET once, when it is first imported, and any test module of a worker may import it
+# first (torch.compile does): set it before all of them, so that tt_torch._triton's tests run interpreted.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 settings.register_profile(
     "default", max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]

@@ -108,8 +108,8 @@ def table(rows: list[dict], batch: int) -> str:
     | jax | 1 | 100 | 2.00 | 1.50 | 5 | t | 1.00x |
     | jax | 2 | 50 | 3.00 | 2.50 | 5 | t | 1.50x |
     """
-    lines = ["| backend | devices | batch per device | median ms / step | min ms | timed steps | threads "
-             "| vs 1 device |",
+    lines = [("| backend | devices | batch per device | median ms / step | min ms | timed steps | threads "
+             "| vs 1 device |"),
              "|---|---:|---:|---:|---:|---:|---|---:|"]
     one = {r["backend"]: r["median_ms"] for r in rows if r["devices"] == 1}
     for r in rows:
@@ -125,8 +125,8 @@ def report(rows: list[dict], model: str, batch: int, quick: bool) -> str:
     spec = get_preset(model)
     head = [f"# Data-parallel training step: {model} ({spec.param_count():,} parameters), global batch {batch}", ""]
     if quick:
-        head += ["**--quick: 2 timed steps each; these numbers check that the benchmark runs, they measure "
-                 "nothing.**", ""]
+        head += [("**--quick: 2 timed steps each; these numbers check that the benchmark runs, they measure "
+                 "nothing.**"), ""]
     machine = [f"- {key}: {value}" for key, value in machine_info().items()]
     return "\n".join([*head, table(rows, batch), "", NOTE, "", "Machine:", "", *machine, ""])
 

@@ -165,16 +165,16 @@ def _launch(x: torch.Tensor, cores: Sequence[torch.Tensor], bias: torch.Tensor |
 def _constants(plan: FusedPlan, offsets: tuple[int, ...], *, has_bias: bool, low: bool, iters: int) -> dict:
     """The kernel's compile-time arguments: the plan's sizes, per step as tuples."""
     steps, shape = plan.steps, plan.shape
-    return dict(
-        M=shape.in_features, N=shape.out_features, SLOT=plan.block_rows * plan.max_state, ROWS=plan.block_rows,
-        P=plan.programs_per_block, TILE=plan.tile, D=len(steps), HAS_BIAS=has_bias, LOW=low, ITERS=iters,
-        A=tuple(s.a for s in steps), C=tuple(s.c for s in steps), OUTER=tuple(s.outer for s in steps),
-        INNER=tuple(s.inner for s in steps), SLICED=tuple(int(s.sliced) for s in steps),
-        MODE=tuple(plan.out_modes[s.core] for s in steps),
-        STRIDE=tuple(math.prod(plan.out_modes[s.core + 1 : plan.split]) for s in steps),
-        OFFSET=offsets, BA=tuple(_block(s.a) for s in steps), BC=tuple(_block(s.c) for s in steps),
-        BR=tuple(_block(plan.block_rows * s.outer * s.inner) for s in steps),
-    )
+    return {
+        "M": shape.in_features, "N": shape.out_features, "SLOT": plan.block_rows * plan.max_state, "ROWS": plan.block_rows,
+        "P": plan.programs_per_block, "TILE": plan.tile, "D": len(steps), "HAS_BIAS": has_bias, "LOW": low, "ITERS": iters,
+        "A": tuple(s.a for s in steps), "C": tuple(s.c for s in steps), "OUTER": tuple(s.outer for s in steps),
+        "INNER": tuple(s.inner for s in steps), "SLICED": tuple(int(s.sliced) for s in steps),
+        "MODE": tuple(plan.out_modes[s.core] for s in steps),
+        "STRIDE": tuple(math.prod(plan.out_modes[s.core + 1 : plan.split]) for s in steps),
+        "OFFSET": offsets, "BA": tuple(_block(s.a) for s in steps), "BC": tuple(_block(s.c) for s in steps),
+        "BR": tuple(_block(plan.block_rows * s.outer * s.inner) for s in steps),
+    }
 
 
 def compile_for_cuda(shape: TTMatrixShape, batch_size: int, *, arch: int = 90, bfloat16: bool = False,
