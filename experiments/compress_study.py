@@ -293,7 +293,8 @@ def section(results: Path = RESULTS_DIR, plot_link: str | None = None) -> list[s
         "layer); *r16-lr3e-3*: t3f's setting fine-tuned and trained from scratch with lr 0.003. Test accuracy "
         "in percent after each epoch (not chosen on validation); the dense row's is at its "
         f"epoch chosen on validation. Every run: single-threaded on one core of a shared 2-core VM ({machine}), "
-        "`OMP_NUM_THREADS=1`, JAX with XLA's multi-threaded Eigen off, seed 0."),
+        "`OMP_NUM_THREADS=1`, JAX with XLA's multi-threaded Eigen off, seed 0; other jobs shared that core, so the "
+        "times are wall times of a loaded core (compare within a row's kind only)."),
         "",
     ]
     for model, data in found.items():
@@ -302,7 +303,10 @@ def section(results: Path = RESULTS_DIR, plot_link: str | None = None) -> list[s
     missing = [run.name for backend in ("torch", "jax") for run in planned(backend)
                if _summary(run.out(results)) is None and not (run.out(results) / "status.json").exists()]
     if missing:
-        lines += [f"Planned but not run (or interrupted): {', '.join(f'`{m}`' for m in missing)}.", ""]
+        lines += [(f"Planned but not run (or interrupted): {', '.join(f'`{m}`' for m in missing)}. The study had "
+                  "about 80 minutes of one shared core; TT layers at high ranks cost more per step than the dense "
+                  "layers they replace (the FLOPs column: `fc-fc-fc` at 50x is 3x its dense FLOPs per example), "
+                  "so these did not fit."), ""]
     if plot_link:
         lines += [f"![compress: test accuracy against parameters]({plot_link})", ""]
     return lines
