@@ -217,3 +217,10 @@ class JaxBackend:
             graphdef, state = nnx.split(self.model)
             model = nnx.merge(graphdef, jax.tree.map(_local, state))
         return tt_jax.transfer.export(model)
+
+    def load_parameters(self, weights: dict[str, np.ndarray]) -> None:
+        """Sets the weights (and batch-norm statistics) from :meth:`parameters`' naming, e.g. a converted model's;
+        the optimizer's state stays as it is (fresh before the first step)."""
+        tt_jax.transfer.load(self.model, weights)
+        if self._mesh is not None:  # the loaded arrays replicated over the mesh again
+            self._place_state()

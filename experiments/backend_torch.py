@@ -249,3 +249,8 @@ class TorchBackend:
     def parameters(self) -> dict[str, np.ndarray]:
         """The weights in the neutral naming of :mod:`tt_common.transfer`."""
         return tt_torch.transfer.export(self.model)
+
+    def load_parameters(self, weights: dict[str, np.ndarray]) -> None:
+        """Sets the weights (and batch-norm statistics) from :meth:`parameters`' naming, e.g. a converted model's;
+        the optimizer's state stays as it is (fresh before the first step)."""
+        tt_torch.transfer.load(self.model, weights)

@@ -1,7 +1,7 @@
 """Flax NNX networks built from :mod:`experiments.presets`.
 
 The parametrized layers live in ``self.layers`` in the order
-``[layer_1, batch_norm_1, layer_2, batch_norm_2, ...]``, exactly as in
+``[layer_1, batch_norm_1, layer_2, batch_norm_2, ...]`` (``[layer_1, layer_2, ...]`` without batch norm), exactly as in
 :mod:`experiments.models_torch`, so that ``tt_jax.transfer`` and
 ``tt_torch.transfer`` give both the same names (``layers.0.cores.0``, ...).
 """
@@ -44,7 +44,8 @@ def _dense_inits(in_features: int, dense_init: str) -> dict:
 
 
 class Net(nnx.Module):
-    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`.
+    """``layer -> batch norm -> ReLU [-> dropout]`` blocks (no batch norm if not ``spec.batch_norm``); see
+    :mod:`experiments.presets`.
 
     ``tt_init`` and ``dense_init`` name the initializers (:data:`experiments.recipes.TT_INITS`,
     :data:`experiments.recipes.DENSE_INITS`): ``"lecun"`` is Flax's default, ``"torch"`` ``nn.Linear``'s.
@@ -61,15 +62,19 @@ class Net(nnx.Module):
             else:
                 layers.append(nnx.Linear(layer.in_features, layer.out_features, param_dtype=param_dtype, rngs=rngs,
                                          **_dense_inits(layer.in_features, dense_init)))
-            layers.append(nnx_layers.BatchNorm(layer.out_features, momentum=BN_MOMENTUM, param_dtype=param_dtype,
-                                               rngs=rngs))
+            if spec.batch_norm:
+                layers.append(nnx_layers.BatchNorm(layer.out_features, momentum=BN_MOMENTUM, param_dtype=param_dtype,
+                                                   rngs=rngs))
         self.layers = nnx.List(layers)
         self.dropout = nnx.Dropout(spec.dropout, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         blocks = len(self.spec.layers)
+        step = 2 if self.spec.batch_norm else 1  # [linear, batch norm] per block, or [linear]
         for k in range(blocks):
-            x = self.layers[2 * k + 1](self.layers[2 * k](x))
+            x = self.layers[step * k](x)
+            if self.spec.batch_norm:
+                x = self.layers[step * k + 1](x)
             last = k == blocks - 1
             if not last or self.spec.relu_after_last:
                 x = jax.nn.relu(x)

@@ -34,7 +34,8 @@ def _tt_linear(layer: TT, tt_init: str, factory: dict) -> tt_torch.TTLinear:
 
 
 class Net(nn.Module):
-    """``layer -> batch norm -> ReLU [-> dropout]`` blocks; see :mod:`experiments.presets`.
+    """``layer -> batch norm -> ReLU [-> dropout]`` blocks (no batch norm if not ``spec.batch_norm``); see
+    :mod:`experiments.presets`.
 
     ``tt_init`` and ``dense_init`` name the initializers (:data:`experiments.recipes.TT_INITS`,
     :data:`experiments.recipes.DENSE_INITS`): ``"lecun"`` is Flax's default (as :mod:`experiments.models_jax`),
@@ -55,14 +56,18 @@ class Net(nn.Module):
                 if dense_init == "lecun":
                     _lecun_normal_(linear)
                 layers.append(linear)
-            layers.append(nn.BatchNorm1d(layer.out_features, momentum=BN_MOMENTUM, **factory))
+            if spec.batch_norm:
+                layers.append(nn.BatchNorm1d(layer.out_features, momentum=BN_MOMENTUM, **factory))
         self.layers = nn.ModuleList(layers)
         self.dropout = nn.Dropout(spec.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = len(self.spec.layers)
+        step = 2 if self.spec.batch_norm else 1  # [linear, batch norm] per block, or [linear]
         for k in range(blocks):
-            x = self.layers[2 * k + 1](self.layers[2 * k](x))
+            x = self.layers[step * k](x)
+            if self.spec.batch_norm:
+                x = self.layers[step * k + 1](x)
             last = k == blocks - 1
             if not last or self.spec.relu_after_last:
                 x = torch.relu(x)

@@ -3,10 +3,14 @@
 Nothing here imports JAX or PyTorch: :mod:`experiments.models_jax` and :mod:`experiments.models_torch` build a
 network from a :class:`Network`, and :meth:`Network.param_count` counts its parameters without building it.
 
-A :class:`Network` is a chain of linear layers (:class:`TT` or :class:`Dense`), each followed by batch norm,
-then a ReLU, then dropout (hidden layers only, when ``dropout > 0``). Parameters are counted as the thesis counts
-them: weights (TT cores or dense kernel) + biases + batch-norm scale and offset (2 per feature; the running
-statistics are state, not parameters).
+A :class:`Network` is a chain of linear layers (:class:`TT` or :class:`Dense`), each followed by batch norm
+(unless ``batch_norm=False``), then a ReLU, then dropout (hidden layers only, when ``dropout > 0``). Parameters are
+counted as the thesis counts them: weights (TT cores or dense kernel) + biases + batch-norm scale and offset (2 per
+feature; the running statistics are state, not parameters).
+
+``t3f-784-625-10`` is not the thesis's: it is the dense MLP of t3f's Keras tutorial on compressing a trained
+network (784 -> 625 ReLU -> 10 softmax, no batch norm), the starting point of the ``compress`` study
+(:mod:`experiments.compress_study`).
 
 Thesis quirk: the output layer too goes through batch norm *and a ReLU* before the softmax
 (``relu_after_last=True``), so the logits are non-negative. The ``-improved`` variants (same layers, same count)
@@ -34,12 +38,12 @@ Choices the thesis leaves open (found by ``python -m experiments.search_modes``)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from tt_common.contraction import choose_direction, layer_plan
 from tt_common.shapes import TTMatrixShape
 
-__all__ = ["Dense", "Network", "PRESETS", "TT", "get_preset", "thesis_network"]
+__all__ = ["PRESETS", "TT", "Dense", "Network", "get_preset", "network_from_dict", "thesis_network"]
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ class Dense:
 
 @dataclass(frozen=True)
 class Network:
-    """``[layer -> batch norm -> ReLU (-> dropout)]`` per layer; no ReLU after the last unless ``relu_after_last``."""
+    """``[layer -> batch norm -> ReLU (-> dropout)]`` per layer; no ReLU after the last unless ``relu_after_last``,
+    no batch norm if not ``batch_norm``."""
 
     name: str
     dataset: str  # "mnist" or "cifar10"
@@ -90,6 +95,7 @@ class Network:
     thesis_accuracy: float | None = None  # percent, best epoch picked on test (thesis protocol)
     description: str = ""
     based_on: str | None = None  # the thesis network this one varies (the -improved variants)
+    batch_norm: bool = True  # every network of the thesis has it; t3f's MLP has none
 
     def __post_init__(self) -> None:
         for k in range(1, len(self.layers)):
@@ -109,7 +115,26 @@ class Network:
 
     def param_count(self) -> int:
         """Weights + biases + batch-norm scales and offsets."""
-        return sum(layer.param_count() + 2 * layer.out_features for layer in self.layers)
+        norm = 2 if self.batch_norm else 0
+        return sum(layer.param_count() + norm * layer.out_features for layer in self.layers)
+
+    def module_names(self) -> tuple[str, ...]:
+        """The dotted module name of each linear layer in the built models (``layers.K``; batch norms between).
+
+        >>> get_preset("fc-fc-fc").module_names(), get_preset("t3f-784-625-10").module_names()
+        (('layers.0', 'layers.2', 'layers.4'), ('layers.0', 'layers.1'))
+        """
+        step = 2 if self.batch_norm else 1
+        return tuple(f"layers.{step * k}" for k in range(len(self.layers)))
+
+    def to_dict(self) -> dict:
+        """JSON of the network (a run's ``config.json`` records a network that is no preset so).
+
+        >>> network_from_dict(get_preset("tt-tt-tt").to_dict()) == get_preset("tt-tt-tt")
+        True
+        """
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "layers"},
+                "layers": [_layer_dict(layer) for layer in self.layers]}
 
     def tt_directions(self) -> tuple[str, ...]:
         """The direction each TT layer contracts in (the models build them with ``direction="auto"``).
@@ -229,8 +254,12 @@ def _sweeps() -> list[Network]:
     return out
 
 
+# t3f's Keras tutorial "compression of a trained network": 784 -> 625 (ReLU) -> 10 (softmax), no batch norm.
+T3F_MLP = Network("t3f-784-625-10", "mnist", (Dense(784, 625), Dense(625, 10)), relu_after_last=False,
+                  batch_norm=False, description="784 -> 625 -> 10, dense, no batch norm (t3f's tutorial MLP)")
+
 _THESIS = _thesis()
-PRESETS: dict[str, Network] = {n.name: n for n in [*_THESIS, *map(_improved, _THESIS), *_sweeps()]}
+PRESETS: dict[str, Network] = {n.name: n for n in [*_THESIS, *map(_improved, _THESIS), *_sweeps(), T3F_MLP]}
 THESIS_NAMES: tuple[str, ...] = tuple(n.name for n in _THESIS)
 
 
@@ -242,6 +271,29 @@ def thesis_network(spec: Network) -> Network | None:
     """
     base = get_preset(spec.based_on) if spec.based_on else spec
     return base if base.thesis_accuracy is not None else None
+
+
+def _layer_dict(layer: TT | Dense) -> dict:
+    if isinstance(layer, Dense):
+        return {"dense": {"in_features": layer.in_features, "out_features": layer.out_features}}
+    ranks = layer.ranks if isinstance(layer.ranks, int) else list(layer.ranks)
+    return {"tt": {"in_modes": list(layer.in_modes), "out_modes": list(layer.out_modes), "ranks": ranks}}
+
+
+def _layer_from_dict(record: dict) -> TT | Dense:
+    if "dense" in record:
+        return Dense(record["dense"]["in_features"], record["dense"]["out_features"])
+    tt = record["tt"]
+    ranks = tt["ranks"] if isinstance(tt["ranks"], int) else tuple(tt["ranks"])
+    return TT(tuple(tt["in_modes"]), tuple(tt["out_modes"]), ranks)
+
+
+def network_from_dict(record: dict) -> Network:
+    """The network of :meth:`Network.to_dict`; a ``ValueError`` says what does not describe one."""
+    try:
+        return Network(**{**record, "layers": tuple(_layer_from_dict(layer) for layer in record["layers"])})
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"not a network description ({error!r}): {record!r:.200}") from None
 
 
 def get_preset(name: str) -> Network:

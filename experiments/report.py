@@ -20,11 +20,14 @@ import os
 from pathlib import Path
 
 from experiments.cli import add_debug_flag, user_errors
+from experiments.compress_study import STUDY as COMPRESS_STUDY
+from experiments.compress_study import plot as plot_compress
+from experiments.compress_study import section as compress_section
+from experiments.machine import cpu_description
 from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir
 from experiments.tables import ablation_table, thesis_table
 from experiments.train import RunConfig
-from experiments.machine import cpu_description
 
 __all__ = ["main", "plot_study", "render", "study_curves"]
 
@@ -269,6 +272,7 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
                 parts.append(_row(study, config, results))
         if study.name in plots:
             parts += ["", f"![{study.name}: validation accuracy and training loss per epoch]({plots[study.name]})"]
+    parts += ["", *compress_section(results, plots.get(COMPRESS_STUDY))]
     return "\n".join(parts) + "\n"
 
 
@@ -284,6 +288,9 @@ def main(argv: list[str] | None = None) -> Path:
             path = plot_study(study, args.results)
             if path is not None:
                 plots[study.name] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
+        path = plot_compress(args.results)
+        if path is not None:
+            plots[COMPRESS_STUDY] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
         args.output.write_text(render(args.results, plots))
     print(f"wrote {args.output}")
     return args.output

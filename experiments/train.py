@@ -32,6 +32,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -46,12 +47,12 @@ from experiments.machine import cpu_model, cpu_vector_extension
 from experiments.memory import retain_freed_memory, retained
 from experiments.optim import FLAGS as OPTIMIZER_FLAGS
 from experiments.optim import OPTIMIZERS, OptimizerConfig, named
-from experiments.presets import PRESETS, get_preset, thesis_network
+from experiments.presets import PRESETS, Network, get_preset, thesis_network
 from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, check_inits, recipe_config
 from experiments.weights import WEIGHTS_FILES, write_weights
 
-__all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "config_differences", "main", "silent_progress",
-           "train"]
+__all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "Start", "config_differences", "main",
+           "silent_progress", "train"]
 
 DIVERGENCE_LOSS = 1e3  # cross-entropy of 10 classes starts near 2.3; beyond this the run has diverged
 #: The files a run writes: a folder holding any of them holds a run, and --overwrite removes them.
@@ -111,6 +112,50 @@ class RunConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, record: Mapping) -> RunConfig:
+        """The configuration :meth:`to_dict` gave (a run's ``config.json``), checked; a ``ValueError`` names an
+        unknown or a bad field. A ``"network"`` entry (a run of :class:`Start`) is not a field: it is left out.
+
+        >>> RunConfig.from_dict(RunConfig(batch_size=50).to_dict()) == RunConfig(batch_size=50)
+        True
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(record) - names - {"network"})
+        if unknown:
+            raise ValueError(f"not a run configuration: unknown fields {unknown}")
+        values = {k: v for k, v in record.items() if k in names}
+        if isinstance(values.get("optimizer"), Mapping):
+            values["optimizer"] = OptimizerConfig(**values["optimizer"])
+        return cls(**values).check()
+
+
+@dataclass(frozen=True)
+class Start:
+    """How a run starts other than as its preset drawn from the seed: :mod:`experiments.compress`'s hook.
+
+    ``spec``: the network trained instead of the preset ``config.model`` (a tensorized one; the run keeps the
+    preset's name as ``model`` and records ``spec`` in ``config.json`` under ``"network"``, which
+    :func:`experiments.load_model` reads). ``weights``: the parameters and batch-norm statistics to start from,
+    in :mod:`tt_common.transfer`'s naming (``None``: drawn from the seed as any run's). A run that starts from
+    weights is evaluated before its first epoch; ``summary.json`` holds that under ``"start"``, with ``info``.
+    """
+
+    spec: Network
+    weights: Mapping[str, np.ndarray] | None = None
+    info: Mapping[str, object] = field(default_factory=dict)
+
+    def check(self, config: RunConfig) -> Start:
+        """Returns ``self`` if ``spec`` fits ``config``'s data (dataset, input size, classes), else a ValueError."""
+        preset = get_preset(config.model)
+        if not isinstance(self.spec, Network):
+            raise ValueError(f"start.spec must be an experiments.presets.Network, got {type(self.spec).__name__}")
+        if (self.spec.dataset, self.spec.in_features, self.spec.num_classes) != (
+                preset.dataset, preset.in_features, preset.num_classes):
+            raise ValueError(f"start.spec {self.spec.name!r} ({self.spec.dataset}, {self.spec.in_features} -> "
+                             f"{self.spec.num_classes}) does not fit the data of model {config.model!r}")
+        return self
+
 
 def flag(field_name: str) -> str:
     """The training CLI's flag of a :class:`RunConfig` field (or of an ``optimizer`` field)."""
@@ -144,8 +189,7 @@ _RULES = {
 }
 
 
-def _backend(config: RunConfig, world: parallel.World = parallel.SINGLE):
-    spec = get_preset(config.model)
+def _backend(config: RunConfig, spec: Network, world: parallel.World = parallel.SINGLE):
     if config.backend == "jax":
         from experiments.backend_jax import JaxBackend
 
@@ -223,15 +267,16 @@ def _plot(rows: list[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], params: int) -> dict:
+def _summary(config: RunConfig, data: Dataset, backend, rows: list[dict], spec: Network) -> dict:
     """What the run achieved. Without a validation holdout no epoch is chosen: ``test_acc`` is ``None``."""
     has_val = rows[0]["val_acc"] is not None
     chosen = max(rows, key=lambda r: (r["val_acc"], -r["epoch"])) if has_val else dict.fromkeys(rows[0])
     best_test = max(rows, key=lambda r: (r["test_acc"], -r["epoch"]))
-    spec = get_preset(config.model)
+    params = spec.param_count()
     return {
         "dataset": data.name,
         "model": config.model,
+        "network": spec.name,
         "recipe": config.recipe,
         "backend": config.backend,
         "device": backend.device,
@@ -322,8 +367,11 @@ def _free_name(out: Path) -> Path:
     return out.with_name(f"{out.name}-{k}")
 
 
-def _check_out(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -> Checkpoint | None:
-    """Refuses what would lose a run (before any data is loaded); returns the checkpoint to resume from, if any."""
+def _check_out(out: Path, config: RunConfig, *, resume: bool, overwrite: bool,
+               resumable: bool = True) -> Checkpoint | None:
+    """Refuses what would lose a run (before any data is loaded); returns the checkpoint to resume from, if any.
+
+    ``resumable``: whether the refusal may suggest ``--resume`` (not for runs of :class:`Start`)."""
     if resume and overwrite:
         raise ValueError("--resume continues the run in --out and --overwrite replaces it: choose one")
     if out.exists() and not out.is_dir():
@@ -332,8 +380,9 @@ def _check_out(out: Path, config: RunConfig, *, resume: bool, overwrite: bool) -
         return _saved_run(out, config)
     held = [name for name in RUN_FILES if (out / name).exists()]
     if held and not overwrite:
-        raise ValueError(f"{out} holds a run ({', '.join(held)}): continue it with --resume, replace it with "
-                         f"--overwrite, or write elsewhere with --out (e.g. --out {_free_name(out)})")
+        hint = "continue it with --resume, replace it" if resumable else "replace it"
+        raise ValueError(f"{out} holds a run ({', '.join(held)}): {hint} with --overwrite, or write elsewhere "
+                         f"with --out (e.g. --out {_free_name(out)})")
     return None
 
 
@@ -392,17 +441,24 @@ def _write_weights(out: Path, which: str, backend, config: RunConfig, epoch: int
     write_weights(out / WEIGHTS_FILES[which], backend.parameters(), metadata)
 
 
-def _commit_epoch(out: Path, config: RunConfig, backend, rows: list[dict], *, first: bool, replace_run: bool) -> None:
+def _config_record(config: RunConfig, start: Start | None) -> dict:
+    """What ``config.json`` holds: the configuration, and the network of a :class:`Start` that is no preset."""
+    return config.to_dict() if start is None else {**config.to_dict(), "network": start.spec.to_dict()}
+
+
+def _commit_epoch(out: Path, config: RunConfig, backend, rows: list[dict], *, first: bool, replace_run: bool,
+                  record: dict) -> None:
     """Writes what an epoch leaves: the best weights if it is the best epoch so far, the checkpoint, the metrics.
 
-    The first epoch of a process also writes ``config.json``, after removing the files of the run it replaces.
-    Checkpoint before metrics: a kill in between leaves a line short, and resuming rewrites the lines from it.
+    The first epoch of a process also writes ``config.json`` (``record``), after removing the files of the run it
+    replaces. Checkpoint before metrics: a kill in between leaves a line short, and resuming rewrites the lines
+    from it.
     """
     if first:
         if replace_run:
             for name in RUN_FILES:
                 (out / name).unlink(missing_ok=True)
-        checkpoints.write_atomic(out / "config.json", json.dumps(config.to_dict(), indent=2).encode())
+        checkpoints.write_atomic(out / "config.json", json.dumps(record, indent=2).encode())
     split = "val" if rows[0]["val_acc"] is not None else "test"
     if max(rows, key=lambda r: (r[f"{split}_acc"], -r["epoch"])) is rows[-1]:  # ties: the earliest, as _summary
         _write_weights(out, f"best-{split}", backend, config, rows[-1]["epoch"])
@@ -427,13 +483,16 @@ def silent_progress(**_) -> _SilentBar:
     return _SilentBar()
 
 
-def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False, progress=None) -> dict:
+def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool = False, progress=None,
+          start: Start | None = None) -> dict:
     """Runs (or resumes) a training run in ``out`` and returns its summary.
 
     ``resume`` continues from the checkpoint in ``out`` (an error if there is none, or if another configuration
     wrote it: only ``epochs`` and ``devices`` may change); ``overwrite`` replaces the run in ``out``; without either
     a folder that holds a run is refused. Nothing is written before the first epoch ends (a replaced run stays whole
-    until then), and a folder created for a run that fails before then is removed.
+    until then), and a folder created for a run that fails before then is removed. ``start``: train another
+    network than the preset, or from given weights (:class:`Start`; such a run is not resumed, and runs on one
+    device).
 
     ``config.devices > 1`` trains data parallel (:mod:`experiments.parallel`): JAX in this process over a device
     mesh; torch in ``devices`` processes, started here (``torch.multiprocessing``) unless a launcher (torchrun)
@@ -444,7 +503,15 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool
         from tqdm.auto import tqdm as progress
     out = Path(out)
     config.check()
-    saved = _check_out(out, config, resume=resume, overwrite=overwrite)
+    if start is not None:
+        start.check(config)
+        if resume:
+            raise ValueError("--resume: a run started from a converted or another network (experiments.compress) "
+                             "is not resumed; run it again")
+        if config.devices != 1:
+            raise ValueError(f"--devices {config.devices}: a run started from a converted or another network "
+                             "(experiments.compress) trains on one device")
+    saved = _check_out(out, config, resume=resume, overwrite=overwrite, resumable=start is None)
     world = parallel.start(config)  # checks the devices against the batch and what is present
     created = _make_out(out) if world.is_main else []
     try:
@@ -452,7 +519,7 @@ def train(config: RunConfig, out: Path, *, resume: bool = False, overwrite: bool
         if parallel.spawns(config, world):
             args = (config, out, _shared(data), saved is not None, progress, overwrite, retained())
             return parallel.spawn("experiments.train:_spawned_run", config.devices, *args)
-        return _run(world, config, out, data, saved, progress, replace_run=overwrite)
+        return _run(world, config, out, data, saved, progress, replace_run=overwrite, start=start)
     except BaseException:
         _remove_empty(created)
         raise
@@ -490,18 +557,32 @@ def _say(world: parallel.World):
     return print if world.is_main else (lambda *args, **kwargs: None)
 
 
+def _evaluate_start(backend, data: Dataset, config: RunConfig) -> dict:
+    """The losses and accuracies of the weights a run starts from (a converted model's), before any step."""
+    val_loss, val_acc = _evaluate(backend, data.x_val, data.y_val, config.eval_batch_size)
+    test_loss, test_acc = _evaluate(backend, data.x_test, data.y_test, config.eval_batch_size)
+    val = "—" if val_acc is None else f"{100 * val_acc:.2f}%"
+    print(f"before training: val {val} | test {100 * test_acc:.2f}%")
+    return {"val_loss": val_loss, "val_acc": val_acc, "test_loss": test_loss, "test_acc": test_acc}
+
+
 def _run(world: parallel.World, config: RunConfig, out: Path, data: Dataset, saved: Checkpoint | None, progress, *,
-         replace_run: bool) -> dict:
+         replace_run: bool, start: Start | None = None) -> dict:
     with parallel.process_group(world, config.backend):
         return _epochs(world, config, out, data, saved, progress if world.is_main else silent_progress,
-                       replace_run=replace_run)
+                       replace_run=replace_run, start=start)
 
 
 def _epochs(world: parallel.World, config: RunConfig, out: Path, data: Dataset, saved: Checkpoint | None, progress,
-            *, replace_run: bool) -> dict:
+            *, replace_run: bool, start: Start | None = None) -> dict:
     say = _say(world)
-    backend = _backend(config, world)
-    params = get_preset(config.model).param_count()
+    spec = get_preset(config.model) if start is None else start.spec
+    backend = _backend(config, spec, world)
+    params = spec.param_count()
+    begun = None
+    if start is not None and start.weights is not None:
+        backend.load_parameters(dict(start.weights))
+        begun = _evaluate_start(backend, data, config)
     rows: list[dict] = []
     if saved is not None:
         try:
@@ -511,16 +592,17 @@ def _epochs(world: parallel.World, config: RunConfig, out: Path, data: Dataset, 
         rows = list(saved.rows)
         say(f"resumed from {out / CHECKPOINT} after epoch {len(rows)}", file=sys.stderr)
     say(f"{data.name}: {len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test; "
-        f"{config.model} ({params:,} params) with {config.backend} on {backend.device}")
+        f"{spec.name} ({params:,} params) with {config.backend} on {backend.device}")
     say(backend.report())
     first = len(rows)
+    record = _config_record(config, start)
     for epoch in range(first, config.epochs):
         lr = config.optimizer.lr_at(epoch)
         backend.set_learning_rate(lr)
         backend.begin_epoch(epoch)
-        start = time.perf_counter()
+        tick = time.perf_counter()
         train_loss, train_acc = _train_epoch(backend, data, config, epoch, progress)
-        epoch_time = time.perf_counter() - start
+        epoch_time = time.perf_counter() - tick
         val_loss, val_acc = _evaluate(backend, data.x_val, data.y_val, config.eval_batch_size)
         test_loss, test_acc = _evaluate(backend, data.x_test, data.y_test, config.eval_batch_size)
         row = {
@@ -530,15 +612,17 @@ def _epochs(world: parallel.World, config: RunConfig, out: Path, data: Dataset, 
         }
         rows.append(row)
         if world.is_main:  # every process holds the same state: one writes it
-            _commit_epoch(out, config, backend, rows, first=epoch == first, replace_run=replace_run)
+            _commit_epoch(out, config, backend, rows, first=epoch == first, replace_run=replace_run, record=record)
         val = "—" if val_acc is None else f"{100 * val_acc:.2f}%"
         say(f"epoch {epoch + 1}: train loss {train_loss:.4f} acc {100 * train_acc:.2f}% | "
             f"val {val} | test {100 * test_acc:.2f}% | {epoch_time:.1f}s")
-    summary = _summary(config, data, backend, rows, params)
+    summary = _summary(config, data, backend, rows, spec)
+    if start is not None:
+        summary["start"] = {**start.info, "before_training": begun}
     if world.is_main:
         _write_weights(out, "final", backend, config, len(rows))
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        _plot(rows, out / "curves.png", f"{config.model} on {data.name} ({config.backend})")
+        _plot(rows, out / "curves.png", f"{spec.name} on {data.name} ({config.backend})")
     return summary
 
 

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.presets import get_preset
+from experiments.presets import Network, get_preset, network_from_dict
 from tt_common.transfer import load_metadata, save_weights
 
-__all__ = ["WEIGHTS_FILES", "load_model", "write_weights"]
+__all__ = ["WEIGHTS_FILES", "load_model", "run_network", "write_weights"]
 
 WEIGHTS_FILES = {
     "final": "weights-final.safetensors",
@@ -61,11 +61,26 @@ def _weights_path(run_dir: Path, which: str) -> Path:
     return path
 
 
+def run_network(run_dir: str | os.PathLike) -> tuple[dict, Network]:
+    """A run's ``config.json`` and the network it trained: its preset, or the ``"network"`` it records (a run of
+    :class:`experiments.train.Start`, such as a tensorized model's fine-tuning). A ``ValueError`` says what is
+    missing."""
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text())
+        model_name = config["model"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{run_dir}/config.json does not name the run's model ({error!r}); is {run_dir} a "
+                         "run folder?") from None
+    spec = network_from_dict(config["network"]) if "network" in config else get_preset(model_name)
+    return config, spec
+
+
 def load_model(run_dir: str | os.PathLike, backend: str = "jax", which: str = "final"):
     """The trained model of the run in ``run_dir`` in ``backend``'s framework, in eval mode.
 
     ``which`` is ``"final"``, ``"best-val"`` or ``"best-test"`` (see the module table). The model is the run's
-    preset (from its ``config.json``) built by :mod:`experiments.models_jax` or :mod:`experiments.models_torch`
+    network (:func:`run_network`: its preset, or the network its ``config.json`` records) built by :mod:`experiments.models_jax` or :mod:`experiments.models_torch`
     (on the CPU), with every weight and batch-norm statistic from the file; either backend's run loads into
     either framework. (Building the torch model reseeds torch's global RNG, as every ``models_torch.build``.)
     """
@@ -73,13 +88,10 @@ def load_model(run_dir: str | os.PathLike, backend: str = "jax", which: str = "f
     if backend not in ("jax", "torch"):
         raise ValueError(f"backend must be 'jax' or 'torch', got {backend!r}")
     path = _weights_path(run_dir, which)
-    try:
-        model_name = json.loads((run_dir / "config.json").read_text())["model"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"{run_dir}/config.json does not name the run's model ({error!r})") from None
+    config, spec = run_network(run_dir)
+    model_name = config["model"]
     if load_metadata(path).get("model", model_name) != model_name:
         raise ValueError(f"{path} holds a {load_metadata(path)['model']} model, config.json names {model_name}")
-    spec = get_preset(model_name)
     if backend == "torch":
         import tt_torch
         from experiments import models_torch

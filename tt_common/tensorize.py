@@ -58,6 +58,7 @@ __all__ = [
     "TensorizedLayer",
     "allocate_ranks",
     "auto_d",
+    "check_arguments",
     "choose_modes",
     "default_modes",
     "dense_row",
@@ -325,8 +326,15 @@ def allocate_ranks(
         total += cost
 
 
-def _check_arguments(max_rank, rtol, compression, max_params, min_size, d) -> None:
-    """Every keyword checked before any work: a ``ValueError`` names the argument."""
+def check_arguments(max_rank=None, rtol=None, compression=None, max_params=None, min_size=0, d=None) -> None:
+    """Every keyword of :func:`plan` (and of the frameworks' ``tensorize``) checked before any work: a ``ValueError``
+    names the argument.
+
+    >>> check_arguments(compression=50, max_params=1000)
+    Traceback (most recent call last):
+    ...
+    ValueError: give compression or max_params, not both (one budget)
+    """
     if max_rank is not None:
         _positive_int(max_rank, "max_rank")
     if rtol is not None and (isinstance(rtol, bool) or not isinstance(rtol, numbers.Real)
@@ -475,7 +483,7 @@ def plan(
     fc1 (8, 8, 16) (1, 4, 4, 1) max_rank=4
     head (16, 16) (1, 4, 1) max_rank=4
     """
-    _check_arguments(max_rank, rtol, compression, max_params, min_size, d)
+    check_arguments(max_rank, rtol, compression, max_params, min_size, d)
     chosen = _selector(include)
     selected = [chosen(l.name) for l in layers]
     _check_layers(layers, selected, include)
