@@ -69,12 +69,16 @@ class EmbeddingCase:
     tokens: int  # indices per call
 
     @property
+    def shape(self) -> TTEmbeddingShape:
+        return TTEmbeddingShape.create(self.vocab_modes, self.feature_modes, self.rank)
+
+    @property
     def vocab(self) -> int:
-        return TTEmbeddingShape.create(self.vocab_modes, self.feature_modes, self.rank).num_embeddings
+        return self.shape.num_embeddings
 
     @property
     def features(self) -> int:
-        return TTEmbeddingShape.create(self.vocab_modes, self.feature_modes, self.rank).features
+        return self.shape.features
 
 
 CONV_CASES = (

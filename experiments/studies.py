@@ -195,6 +195,7 @@ IMPROVED_SEARCH = {
                  **_SMALL_INIT},
 }
 IMPROVED_MNIST = tuple(f"{m}-improved" for m in MNIST_NETWORKS)
+IMPROVED_CIFAR = tuple(f"{m}-improved" for m in CIFAR_NETWORKS)
 # The three 262,144-wide networks train at 2.5-26 min per epoch on a 2-core CPU: their improved runs get a
 # shorter cosine schedule, the same recipe otherwise (the tables name the epoch count).
 IMPROVED_WIDE_EPOCHS = 10
@@ -203,11 +204,10 @@ IMPROVED_WIDE = ("fc-fc-improved", "tt-tt-improved", "tt-fc-improved")
 
 def _improved_mnist() -> tuple[tuple[RunConfig, ...], tuple[str, ...]]:
     runs, names = _recipe_runs("improved", "mnist", {"": {}}, IMPROVED_MNIST)
-    short = {"epochs": IMPROVED_WIDE_EPOCHS}
-    runs = tuple(replace(c, **short, optimizer=replace(c.optimizer, cosine_epochs=IMPROVED_WIDE_EPOCHS))
+    runs = tuple(replace(c, epochs=IMPROVED_WIDE_EPOCHS,
+                         optimizer=replace(c.optimizer, cosine_epochs=IMPROVED_WIDE_EPOCHS))
                  if c.model in IMPROVED_WIDE else c for c in runs)
     return runs, names
-IMPROVED_CIFAR = tuple(f"{m}-improved" for m in CIFAR_NETWORKS)
 
 
 def _study(name: str, description: str, runs_and_names: tuple[tuple[RunConfig, ...], tuple[str, ...]]) -> Study:
