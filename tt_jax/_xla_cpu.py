@@ -8,7 +8,7 @@
 
 - A grouped convolution whose groups share one filter (``TTConv2d``'s spatial core) runs as one ordinary
   convolution over the groups folded into the batch (:func:`shared_filter_conv`): XLA:CPU differentiates
-  grouped convolutions about 100x slower.
+  grouped convolutions so slowly that TTConv2d's training step runs 28-50x longer (docs/performance.md).
 
 Other backends get the plain forms: no cost per product, ``y + bias``, ``feature_group_count``.
 
