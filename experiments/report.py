@@ -40,6 +40,11 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{100 * value:.2f}%"
 
 
+def _at_epoch(value: float | None, epoch: int | None) -> str:
+    """``98.69% (ep 25)``, or ``—`` for a figure the run has not (no validation holdout: no epoch chosen on it)."""
+    return "—" if value is None or epoch is None else f"{_pct(value)} (ep {epoch})"
+
+
 def _thesis_pct(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}%"
 
@@ -134,8 +139,8 @@ def _row(study: Study, config: RunConfig, results: Path) -> str:
     if "cpu" in device and summary.get("cpu"):
         device = f"{device} ({cpu_description(summary['cpu'], summary.get('cpu_simd'))})"
     return (
-        f"{head}{thesis} {_pct(summary['test_acc'])} (ep {summary['epoch_chosen_on_val']}) | "
-        f"{_pct(summary['best_test_acc_thesis_protocol'])} (ep {summary['best_test_epoch_thesis_protocol']}) | "
+        f"{head}{thesis} {_at_epoch(summary['test_acc'], summary['epoch_chosen_on_val'])} | "
+        f"{_at_epoch(summary['best_test_acc_thesis_protocol'], summary['best_test_epoch_thesis_protocol'])} | "
         f"{_duration(per_epoch)} | {device} | {summary['epochs_run']}/{config.epochs} | "
         f"{'; '.join(notes) or '—'} |"
     )
