@@ -19,9 +19,9 @@ the runs are:
 - ``<model>-<setting>-scratch-<backend>``: the same TT network (modes and ranks read from that run) trained from
   its random init for 2 epochs with the same recipe.
 
-torch-mpo's ``compress_model`` at the same parameter counts was planned too, but torch-mpo (every release, 0.1.0
-to 0.2.3) requires Python >= 3.12 and this project's environment is Python 3.11: it does not install, so it is not
-compared here.
+- ``<model>-<setting>-torch-mpo-<backend>``: torch-mpo's ``compress_model`` (:mod:`experiments.peer_mpo`) of
+  the layers that run tensorized, at the largest uniform rank whose model has no more parameters than that run's,
+  then the same 2 epochs of fine-tuning.
 
 Torch runs every row; JAX the key rows (:data:`JAX_ROWS`), from the same torch-trained dense weights converted
 in JAX. Runs go to ``experiments/results/compress/``; a run whose ``summary.json`` is complete is skipped, any
@@ -41,6 +41,7 @@ from experiments.cli import add_debug_flag, user_errors
 from experiments.compress import Settings, compress, finetune_config, read_source
 from experiments.machine import cpu_description
 from experiments.optim import OptimizerConfig
+from experiments.peer_mpo import mpo_conversion
 from experiments.recipes import recipe_config
 from experiments.studies import RESULTS_DIR
 from experiments.train import RunConfig, Start, retain_freed_memory_for, silent_progress, train
@@ -72,7 +73,7 @@ SETTINGS: dict[str, dict[str, Settings]] = {
 FINETUNE_LR = {"r16-lr3e-3": 0.003}
 JAX_ROWS = ((T3F, "r16"), (FC3, "50x"))  # the goals' rows, in JAX too
 T3F_ACCURACY = 97.65  # t3f's tutorial: rank 16, after fine-tuning
-KINDS = ("dense", "ft", "scratch")
+KINDS = ("dense", "ft", "scratch", "mpo")
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        middle = {"dense": "-dense", "ft": f"-{self.setting}", "scratch": f"-{self.setting}-scratch"}[self.kind]
+        middle = {"dense": "-dense", "ft": f"-{self.setting}", "scratch": f"-{self.setting}-scratch",
+                  "mpo": f"-{self.setting}-torch-mpo"}[self.kind]
         return f"{self.model}{middle}-{self.backend}"
 
     def out(self, results: Path = RESULTS_DIR) -> Path:
@@ -101,6 +103,8 @@ def planned(backend: str) -> list[Run]:
             if backend == "jax" and (model, setting) not in JAX_ROWS:
                 continue
             runs += [Run("ft", model, setting, backend), Run("scratch", model, setting, backend)]
+            if setting not in FINETUNE_LR:  # one torch-mpo run per budget, at the recipe's learning rate
+                runs.append(Run("mpo", model, setting, backend))
     return runs
 
 
@@ -133,12 +137,28 @@ def _run_one(run: Run, results: Path, limit: int | None, max_batches: int | None
     tuned = Run("ft", run.model, run.setting, run.backend).out(results)
     if _summary(tuned) is None:
         raise ValueError(f"no finished fine-tuning run {tuned.name} to take the TT network from")
+    if run.kind == "mpo":
+        return _run_mpo(run, source, tuned, out, limit, max_batches, progress)
     _, spec = run_network(tuned)  # the TT network the conversion chose: a scratch run needs its ft run first
     config, _, _ = read_source(source)
     config = finetune_config(config, FINETUNE_EPOCHS, backend=run.backend, limit=limit, max_batches=max_batches,
                              lr=FINETUNE_LR.get(run.setting))
     return train(config, out, overwrite=True, progress=progress,
                  start=Start(replace(spec, name=f"{spec.name}-scratch"), None, {"tt_network_of": str(tuned)}))
+
+
+def _run_mpo(run: Run, source: Path, tuned: Path, out: Path, limit: int | None, max_batches: int | None,
+             progress) -> dict:
+    """torch-mpo's conversion of the layers ``tuned`` tensorized, within its parameter count, fine-tuned."""
+    ft = _summary(tuned)
+    names = [row["name"] for row in ft["start"]["tensorize"]["layers"] if row["status"] == "tt"]
+    config, spec, which = read_source(source)
+    conversion = mpo_conversion(source, names, ft["params"], which=which, spec=spec,
+                                name=f"{spec.name}-torch-mpo-{run.setting}")
+    config = finetune_config(config, FINETUNE_EPOCHS, backend=run.backend, limit=limit, max_batches=max_batches,
+                             lr=FINETUNE_LR.get(run.setting))
+    info = {"source": str(source), "weights": which, "params_of": str(tuned), **conversion.info}
+    return train(config, out, overwrite=True, progress=progress, start=Start(conversion.spec, conversion.weights, info))
 
 
 def run_study(backend: str, *, models: list[str] | None = None, settings: list[str] | None = None,
@@ -201,8 +221,10 @@ def collect(results: Path = RESULTS_DIR) -> dict[str, dict]:
                 if ft is None and not _rows(ft_out) and failed is None:
                     continue
                 scratch_out = Run("scratch", model, setting, backend).out(results)
+                mpo_out = Run("mpo", model, setting, backend).out(results)
                 entries[setting, backend] = {"ft": ft, "ft_out": ft_out, "scratch_out": scratch_out, "failed": failed,
-                                             "scratch": _summary(scratch_out)}
+                                             "scratch": _summary(scratch_out), "mpo_out": mpo_out,
+                                             "mpo": _summary(mpo_out)}
         found[model] = {"dense": dense, "entries": entries}
     return found
 
@@ -212,22 +234,33 @@ def _max_error(ft: dict) -> str:
     return f"{max(errors):.3f}" if errors else "—"
 
 
+def _mpo_cell(entry: dict) -> str:
+    """torch-mpo's conversion of the row: its rank, parameters and accuracy after conversion and fine-tuning."""
+    mpo = entry["mpo"]
+    if mpo is None:
+        return "—"
+    start = mpo["start"]
+    return (f"r{start['rank']}, {mpo['params']:,}, {_pct(start['before_training']['test_acc'])} / "
+            f"{_pct(_epoch_acc(entry['mpo_out'], FINETUNE_EPOCHS))}")
+
+
 def _table(model: str, data: dict) -> list[str]:
     dense = data["dense"]
     lines = [
         ("| setting | backend | params | ratio (model) | max rel. error of W | FLOPs/example | test acc after "
-        "conversion | after 1 epoch | after 2 epochs | TT from scratch, 2 epochs | fine-tune time/epoch |"),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "conversion | after 1 epoch | after 2 epochs | TT from scratch, 2 epochs | torch-mpo: rank, params, "
+        "after conversion / 2 epochs | fine-tune time/epoch |"),
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     if dense is not None:
         lines.append(f"| dense ({dense['epochs_run']} epochs) | {dense['backend']} | {dense['params']:,} | 1.0 | — | "
                      f"— | — | — | {_pct(dense['test_acc'])} (epoch {dense['epoch_chosen_on_val']}, chosen on val) "
-                     f"| — | {dense['train_time_s'] / dense['epochs_run']:.1f} s (training) |")
+                     f"| — | — | {dense['train_time_s'] / dense['epochs_run']:.1f} s (training) |")
     for (setting, backend), e in data["entries"].items():
         ft, scratch = e["ft"], e["scratch"]
         if ft is None:
             why = f"failed: {e['failed']}" if e["failed"] else "interrupted"
-            lines.append(f"| {setting} | {backend} | | | | | | | | | {why} |")
+            lines.append(f"| {setting} | {backend} | | | | | | | | | | {why} |")
             continue
         t = ft["start"]["tensorize"]
         flops = f"{t['flops_before']:,} -> {t['flops_after']:,}"
@@ -235,7 +268,7 @@ def _table(model: str, data: dict) -> list[str]:
         lines.append(
             f"| {setting} | {backend} | {ft['params']:,} | {t['ratio']:.1f} | {_max_error(ft)} | {flops} | "
             f"{_pct(ft['start']['before_training']['test_acc'])} | {_pct(_epoch_acc(e['ft_out'], 1))} | "
-            f"{_pct(_epoch_acc(e['ft_out'], 2))} | {_pct(scratch_acc)} | "
+            f"{_pct(_epoch_acc(e['ft_out'], 2))} | {_pct(scratch_acc)} | {_mpo_cell(e)} | "
             f"{ft['train_time_s'] / ft['epochs_run']:.1f} s |")
     return lines
 
@@ -286,8 +319,12 @@ def section(results: Path = RESULTS_DIR, plot_link: str | None = None) -> list[s
         "JAX rows convert the same torch-trained weights) and fine-tuned "
         f"{FINETUNE_EPOCHS} epochs with the dense run's recipe (its cosine decay spanning the fine-tuning). "
         "*TT from scratch*: the same TT modes and ranks trained from their random init (the recipe's TT init) "
-        f"for {FINETUNE_EPOCHS} epochs with that recipe. torch-mpo's `compress_model` is not compared: every "
-        "release requires Python >= 3.12, this environment has 3.11, so it does not install. Settings *Nx*: `compression=N` over the tensorized layers "
+        f"for {FINETUNE_EPOCHS} epochs with that recipe. *torch-mpo*: torch-mpo 0.2.3's `compress_model` of the "
+        "same layers at the largest uniform rank (its one rank for every layer) whose model has no more parameters "
+        "than the row's, its cores copied into our layers (checked to compute the same), then the same fine-tuning: "
+        "the two conversions compared under one loop (`experiments/peer_mpo.py`; installed with `--no-deps "
+        "--ignore-requires-python`, as its wheels declare Python >= 3.12). Settings *Nx*: `compression=N` over the "
+        "tensorized layers "
         "(the model's ratio, batch norm and dense layers included, is the *ratio* column); *r16*: t3f's setting, "
         f"rank 16 (for `{T3F}` exactly t3f's: the first layer only, modes (7,4,7,4) x (5,5,5,5); for `{FC3}` every "
         "layer); *r16-lr3e-3*: t3f's setting fine-tuned and trained from scratch with lr 0.003. Test accuracy "
@@ -337,6 +374,10 @@ def plot(results: Path = RESULTS_DIR) -> Path | None:
             for label, acc in points.items():
                 if acc is not None:
                     series.setdefault(label, []).append((params, acc))
+            mpo_acc = _epoch_acc(e["mpo_out"], FINETUNE_EPOCHS) if e["mpo"] else None
+            if mpo_acc is not None:  # at its own parameter count (at most the row's)
+                series.setdefault(f"torch-mpo fine-tuned {FINETUNE_EPOCHS} epochs ({backend})", []).append(
+                    (e["mpo"]["params"], mpo_acc))
         for label, points in series.items():
             points.sort()
             ax.plot([p for p, _ in points], [100 * a for _, a in points], marker="o", linestyle="-" if "torch" in label

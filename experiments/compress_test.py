@@ -175,3 +175,19 @@ def test_the_study_runs_its_rows_and_renders_its_section(world, tmp_path, monkey
     assert "| r16 | torch |" in text and "failed: " in text and "Goals:" in text
     assert compress_study.plot(tmp_path).stat().st_size > 0
     assert "## compress: trained dense MLPs tensorized" in report.render(tmp_path)
+
+
+def test_torch_mpo_conversion_computes_what_torch_mpo_does(world) -> None:
+    pytest.importorskip("torch_mpo", reason="torch-mpo is a study-only dependency (experiments/peer_mpo.py)")
+    from experiments.peer_mpo import mpo_conversion, mpo_rank_for
+
+    _, spec, which = read_source(world["dense"])
+    model = load_model(world["dense"], backend="torch", which=which)
+    budget = 20_000
+    rank = mpo_rank_for(model, ["layers.0"], budget)
+    conversion = mpo_conversion(world["dense"], ["layers.0"], budget, which=which, spec=spec, name="mpo")
+    assert conversion.info["rank"] == rank and conversion.info["params"] <= budget
+    assert isinstance(conversion.spec.layers[0], TT) and conversion.spec.layers[1] == Dense(625, 10)
+    assert conversion.spec.param_count() == conversion.info["params"]  # the copied network counts as torch-mpo's
+    with pytest.raises(ValueError, match="rank 1 needs more than"):
+        mpo_rank_for(model, ["layers.0"], 6_000)  # the dense 625 -> 10 layer alone holds 6,260
