@@ -8,7 +8,8 @@ outputs of the jitted step). Convolution rows add the forward FLOPs against the 
 
 Candidates (float32, CPU unless a GPU framework is installed):
 
-- convolution: ours (``TTConv2d``, NCHW in torch, NHWC in JAX), the dense ``nn.Conv2d`` / ``nnx.Conv``,
+- convolution: ours (``TTConv2d``, NCHW in torch, NHWC in JAX; in the order ``"auto"`` picks, and with
+  ``order="kernel"``, which builds the kernel and runs the dense convolution), the dense ``nn.Conv2d`` / ``nnx.Conv``,
   TensorLy-Torch's ``FactorizedConv`` (``factorization="tt"``, the kernel's 4-way TT) and torch-mpo's
   ``TTConv2d`` (a spatial convolution to rank ``r_1``, then TT channel mixing), the peers at the parameter count
   closest to ours;
@@ -173,10 +174,13 @@ def torch_conv(case: ConvCase, notes: list[str]) -> list[Candidate]:
     ours = tt_torch.TTConv2d(case.in_modes, case.out_modes, case.kernel, case.rank, padding=pad)
     cotangent = torch.randn_like(ours(x))
     target = sum(p.numel() for p in ours.parameters())
+    kernel_order = tt_torch.TTConv2d(case.in_modes, case.out_modes, case.kernel, case.rank, padding=pad,
+                                     order="kernel")
     candidates = [_torch_candidate("ours", ours, x, cotangent),
+                  _torch_candidate("ours, order=\"kernel\"", kernel_order, x, cotangent),
                   _torch_candidate("dense", nn.Conv2d(case.in_channels, case.out_channels, case.kernel,
                                                       padding=pad), x, cotangent)]
-    dense_params = candidates[1].params
+    dense_params = candidates[2].params
     try:
         import tltorch
 
@@ -268,7 +272,10 @@ def jax_conv(case: ConvCase, notes: list[str]) -> list[Candidate]:
     cotangent = jax.random.normal(jax.random.key(1), ours(x).shape)
     dense = nnx.Conv(case.in_channels, case.out_channels, (case.kernel, case.kernel), padding=pad,
                      rngs=nnx.Rngs(0))
+    kernel_order = tt_jax.TTConv2d(case.in_modes, case.out_modes, case.kernel, case.rank, padding=pad,
+                                   order="kernel", rngs=nnx.Rngs(0))
     return [_jax_candidate("ours", ours, x, cotangent, input_grad=True),
+            _jax_candidate("ours, order=\"kernel\"", kernel_order, x, cotangent, input_grad=True),
             _jax_candidate("dense", dense, x, cotangent, input_grad=True)]
 
 
@@ -369,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frameworks", nargs="+", choices=("torch", "jax"), default=["torch", "jax"])
     parser.add_argument("--quick", action="store_true", help="one small case of each kind, a short time budget")
     parser.add_argument("--budget-s", type=float, default=1.5, help="timed seconds per cell (default 1.5)")
+    parser.add_argument("--kinds", nargs="+", choices=("conv", "embedding"), default=["conv", "embedding"],
+                        help="which layers to measure (default both)")
     parser.add_argument("--out", help="write the report here (it must not exist) instead of printing it")
     parser.add_argument("--grouped-ab", action="store_true",
                         help="only the A/B of the JAX TTConv2d step with and without folding the groups (XLA:CPU)")
@@ -381,8 +390,9 @@ def main(argv: list[str] | None = None) -> None:
 
         if Path(args.out).exists():
             raise SystemExit(f"error: --out {args.out} exists; pick another path or remove it")
-    report = run(args.frameworks, QUICK_CONV if args.quick else CONV_CASES,
-                 QUICK_EMBEDDING if args.quick else EMBEDDING_CASES, 0.2 if args.quick else args.budget_s)
+    conv = (QUICK_CONV if args.quick else CONV_CASES) if "conv" in args.kinds else ()
+    embedding = (QUICK_EMBEDDING if args.quick else EMBEDDING_CASES) if "embedding" in args.kinds else ()
+    report = run(args.frameworks, conv, embedding, 0.2 if args.quick else args.budget_s)
     if args.out:
         with open(args.out, "x") as f:
             f.write(report + "\n")

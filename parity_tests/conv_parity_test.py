@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import tt_jax
 import tt_torch
 from parity_tests.helpers import FLOAT32_RTOL, FLOAT64_RTOL, check_componentwise, tt_core_grads_reference
-from tt_common.conv import TTConvShape
+from tt_common.conv import CONV_ORDERS, TTConvShape
 from tt_common.init import core_std
 from tt_common.reference import tt_to_dense
 from tt_jax import transfer as jax_transfer
@@ -66,7 +66,7 @@ def cases(draw: st.DrawFn) -> Case:
                                dilation=dilation)
     # the smallest image the dilated kernel fits in, plus up to 4
     size = [max(1, dil * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 4)) for k, p, dil in zip(kernel, padding, dilation)]
-    return Case(shape, draw(st.integers(1, 2)), *size, draw(st.sampled_from(["auto", "channels_first", "spatial_first"])),
+    return Case(shape, draw(st.integers(1, 2)), *size, draw(st.sampled_from(["auto", *CONV_ORDERS])),
                 draw(st.booleans()), draw(st.integers(0, 2**32 - 1)))
 
 
@@ -185,7 +185,7 @@ def test_conv_parity_many_shapes(case: Case, dtype_name: str) -> None:
     check_conv_parity(case, dtype_name)
 
 
-@pytest.mark.parametrize("order", ["channels_first", "spatial_first"])
+@pytest.mark.parametrize("order", CONV_ORDERS)
 def test_both_orders_at_a_fixed_shape(order: str) -> None:
     """Each order on a shape with every feature (rectangular kernel, stride, padding, dilation), in float64."""
     shape = TTConvShape.create((2, 3), (4, 2), (3, 2), (1, 3, 4, 1), stride=(2, 1), padding=(1, 2), dilation=(1, 2))

@@ -22,6 +22,12 @@ Neither builds the ``kh kw C_in C_out`` kernel (the convolutions' filters are th
 the groups: ``kh kw r_d C_out`` or ``kh kw r_d C_in`` values). :func:`conv_flops` counts both and
 :func:`choose_order` takes the cheaper for an input size (ties: ``"spatial_first"``, whose channel product
 runs on the smaller, strided output).
+
+A third order, ``"kernel"``, is never chosen by ``"auto"`` and only runs when asked for: it builds the kernel
+from the cores (differentiably, :func:`kernel_flops`) and runs the framework's
+dense convolution. It costs the dense convolution's FLOPs and the kernel's memory, but on CPUs the thin grouped
+convolutions and rank-inflated intermediates of the two orders above run far below the dense convolution's
+FLOP rate, so at moderate channel counts it trains several times faster (``benchmarks/conv_embedding.py``).
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from typing import Any, Literal
 from tt_common import contraction
 from tt_common.shapes import TTMatrixShape, validate_modes
 
-__all__ = ["ConvOrder", "TTConvShape", "channel_product", "choose_order", "conv_flops", "dense_conv_flops",
-           "per_position_flops"]
+__all__ = ["CONV_ORDERS", "ConvOrder", "TTConvShape", "channel_product", "choose_order", "conv_flops",
+           "dense_conv_flops", "kernel_flops", "per_position_flops"]
 
-ConvOrder = Literal["channels_first", "spatial_first"]
+ConvOrder = Literal["channels_first", "spatial_first", "kernel"]
+CONV_ORDERS: tuple[ConvOrder, ...] = ("channels_first", "spatial_first", "kernel")
 Pair = tuple[int, int]
 
 
@@ -205,11 +212,14 @@ def conv_flops(shape: TTConvShape, batch_size: int, height: int, width: int, ord
 
     ``"channels_first"``: the channel product at every *input* position, then ``2 kh kw r_d`` per output
     position and channel; ``"spatial_first"``: ``2 kh kw r_d`` per output position and *input* channel, then
-    the channel product at every *output* position.
+    the channel product at every *output* position; ``"kernel"``: building the kernel once, then the dense
+    convolution.
 
     >>> shape = TTConvShape.create((4, 4), (4, 4), 3, 4)
     >>> conv_flops(shape, 1, 8, 8, "channels_first"), conv_flops(shape, 1, 8, 8, "spatial_first")
     (205312, 133632)
+    >>> conv_flops(shape, 1, 8, 8, "kernel") - dense_conv_flops(shape, 1, 8, 8)  # the kernel's construction
+    534528
     """
     out_h, out_w = shape.output_hw(height, width)
     taps = 2 * shape.kernel_size[0] * shape.kernel_size[1] * shape.link_rank
@@ -218,7 +228,20 @@ def conv_flops(shape: TTConvShape, batch_size: int, height: int, width: int, ord
                              + out_h * out_w * taps * shape.out_channels)
     if order == "spatial_first":
         return batch_size * out_h * out_w * (taps * shape.in_channels + _chain_step_flops(shape.chain(), "rtl"))
-    raise ValueError(f"order must be 'channels_first' or 'spatial_first', got {order!r}")
+    if order == "kernel":
+        return kernel_flops(shape) + dense_conv_flops(shape, batch_size, height, width)
+    raise ValueError(f"order must be one of {CONV_ORDERS}, got {order!r}")
+
+
+def kernel_flops(shape: TTConvShape) -> int:
+    """FLOPs of building the kernel as both frameworks' ``to_dense`` do: the identity ``(C_in kh kw)`` rows
+    through the TT matrix.
+
+    >>> kernel_flops(TTConvShape.create((4, 4), (4, 4), 3, 4))
+    534528
+    """
+    matrix = shape.matrix
+    return sum(contraction.contraction_flops(matrix, matrix.in_features, contraction.choose_direction(matrix)))
 
 
 def dense_conv_flops(shape: TTConvShape, batch_size: int, height: int, width: int) -> int:
@@ -228,8 +251,8 @@ def dense_conv_flops(shape: TTConvShape, batch_size: int, height: int, width: in
 
 
 def choose_order(shape: TTConvShape, height: int, width: int) -> ConvOrder:
-    """The order with fewer FLOPs for an input of ``height x width`` (the batch size does not matter); ties go to
-    ``"spatial_first"``.
+    """The order with fewer FLOPs for an input of ``height x width`` (the batch size does not matter) of the two
+    that never build the kernel; ties go to ``"spatial_first"``.
 
     >>> shape = TTConvShape.create((4, 4), (4, 4), 3, 4)
     >>> choose_order(shape, 8, 8), choose_order(TTConvShape.create((64,), (2,), 3, 9), 8, 8)

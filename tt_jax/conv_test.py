@@ -1,4 +1,4 @@
-"""TTConv2d (JAX): lax.conv_general_dilated with to_dense(), both orders, jit and grad, from_conv, errors, init."""
+"""TTConv2d (JAX): lax.conv_general_dilated with to_dense(), each order, jit and grad, from_conv, errors, init."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 import tt_jax
+from tt_common.conv import CONV_ORDERS
 from tt_jax import TTConv2d
 
 
@@ -19,7 +20,7 @@ def _reference(layer: TTConv2d, x: jax.Array) -> jax.Array:
     return y + layer.bias[...]
 
 
-@pytest.mark.parametrize("order", ["channels_first", "spatial_first"])
+@pytest.mark.parametrize("order", CONV_ORDERS)
 @pytest.mark.parametrize("kwargs", [{}, dict(stride=2, padding=1), dict(padding=(2, 1), dilation=(2, 1))])
 def test_forward_is_the_dense_convolution(order: str, kwargs: dict) -> None:
     layer = TTConv2d((2, 4), (4, 2), 3, (1, 3, 5, 1), order=order, param_dtype=jnp.float64,

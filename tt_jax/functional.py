@@ -174,10 +174,12 @@ def matmul(x: jax.Array, tt: TTMatrix, **kwargs: Any) -> jax.Array:
     return tt_linear(x, tt.cores, None, shape=tt.shape, **kwargs)
 
 
-def to_dense(tt: TTMatrix) -> jax.Array:
-    """The dense ``(M, N)`` matrix (the kernel layout of ``nnx.Linear``), differentiable."""
+def to_dense(tt: TTMatrix, *, precision: jax.lax.PrecisionLike = None) -> jax.Array:
+    """The dense ``(M, N)`` matrix (the kernel layout of ``nnx.Linear``), differentiable; ``precision`` goes to
+    every product."""
     eye = jnp.eye(tt.in_features, dtype=tt.dtype)
-    return tt_matmul(eye, list(tt.cores), tt.shape, permute=jnp.transpose)
+    return tt_matmul(eye, list(tt.cores), tt.shape, permute=jnp.transpose,
+                     matmul=functools.partial(_matmul, precision=precision))
 
 
 def _to_host(array: jax.Array) -> np.ndarray | None:

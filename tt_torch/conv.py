@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tt_common.conv import ConvOrder, TTConvShape, channel_product, choose_order
+from tt_common.conv import CONV_ORDERS, ConvOrder, TTConvShape, channel_product, choose_order
 from tt_common.shapes import check_input_dtype
 from tt_torch import functional
 from tt_torch.functional import TTMatrix
@@ -42,8 +42,8 @@ def tt_conv2d(
 ) -> torch.Tensor:
     """The convolution of an NCHW ``x`` ``(B, C_in, H, W)`` with the TT kernel: ``(B, C_out, H', W')``.
 
-    ``order`` defaults to the cheaper by FLOPs for ``x``'s size (:func:`tt_common.conv.choose_order`). The
-    kernel is never built: see :mod:`tt_common.conv`.
+    ``order`` defaults to the cheaper by FLOPs for ``x``'s size (:func:`tt_common.conv.choose_order`) of the
+    two that never build the kernel; ``"kernel"`` builds it and runs ``F.conv2d`` (see :mod:`tt_common.conv`).
 
     >>> import torch
     >>> from tt_common.conv import TTConvShape
@@ -76,8 +76,11 @@ def tt_conv2d(
         # Group c turns input channel c into channels (c, 0..r_d-1), the layout the channel product reads.
         weight = spatial.expand(shape.in_channels, rank, kh, kw).reshape(shape.in_channels * rank, 1, kh, kw)
         y = product(conv(x, weight, shape.in_channels), out_h * out_w).reshape(batch, shape.out_channels, out_h, out_w)
+    elif order == "kernel":
+        kernel = functional.to_dense(TTMatrix(list(cores), shape.matrix))  # (C_in kh kw, C_out), rows (c, i, j)
+        y = conv(x, kernel.T.reshape(shape.out_channels, shape.in_channels, kh, kw), 1)
     else:
-        raise ValueError(f"order must be 'channels_first' or 'spatial_first', got {order!r}")
+        raise ValueError(f"order must be one of {CONV_ORDERS}, got {order!r}")
     return y if bias is None else y + bias.to(y.dtype)[:, None, None]
 
 
@@ -86,7 +89,8 @@ class TTConv2d(nn.Module):
 
     The mirror of :class:`tt_jax.TTConv2d`: same arguments, cores, orders and initialization. ``to_dense()``
     is the kernel in ``nn.Conv2d.weight``'s layout ``(C_out, C_in, kh, kw)``, and ``layer(x)`` equals
-    ``F.conv2d(x, layer.to_dense(), layer.bias, stride, padding, dilation)``; the forward pass never builds it.
+    ``F.conv2d(x, layer.to_dense(), layer.bias, stride, padding, dilation)``; the forward pass never builds it
+    unless ``order="kernel"``.
     The cores are ``cores.0`` ... ``cores.{d-1}`` (channels) and ``cores.{d}`` (spatial), then ``bias``.
 
     Example::
@@ -120,15 +124,15 @@ class TTConv2d(nn.Module):
         bias: bool = True,
         cores_init: CoresInitializer = default_cores_init,
         bias_init: Callable[[torch.Tensor], Any] = default_bias_init,
-        order: Literal["auto", "channels_first", "spatial_first"] = "auto",
+        order: Literal["auto", "channels_first", "spatial_first", "kernel"] = "auto",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         self.shape = TTConvShape.create(in_modes, out_modes, kernel_size, ranks, stride=stride, padding=padding,
                                         dilation=dilation)
-        if order not in ("auto", "channels_first", "spatial_first"):
-            raise ValueError(f"order must be 'auto', 'channels_first' or 'spatial_first', got {order!r}")
+        if order != "auto" and order not in CONV_ORDERS:
+            raise ValueError(f"order must be 'auto' or one of {CONV_ORDERS}, got {order!r}")
         self.order = order
         self.cores_init, self.bias_init = cores_init, bias_init
         factory = {"device": device, "dtype": dtype}

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import tt_torch
-from tt_common.conv import conv_flops
+from tt_common.conv import CONV_ORDERS, conv_flops
 from tt_torch import TTConv2d
 
 
@@ -22,7 +22,7 @@ def _layer(order: str = "auto", dtype=torch.float64, **kwargs) -> TTConv2d:
     return layer
 
 
-@pytest.mark.parametrize("order", ["channels_first", "spatial_first"])
+@pytest.mark.parametrize("order", CONV_ORDERS)
 @pytest.mark.parametrize("kwargs", [{}, dict(stride=2, padding=1), dict(padding=(2, 1), dilation=(2, 1))])
 def test_forward_is_conv2d_with_the_dense_kernel(order: str, kwargs: dict) -> None:
     layer = _layer(order, **kwargs)
@@ -31,7 +31,7 @@ def test_forward_is_conv2d_with_the_dense_kernel(order: str, kwargs: dict) -> No
     torch.testing.assert_close(layer(x), want, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("order", ["channels_first", "spatial_first"])
+@pytest.mark.parametrize("order", CONV_ORDERS)
 @pytest.mark.parametrize("size, stride", [(12, 1), (15, 2)])
 def test_flops_of_each_order_are_what_torch_counts(order: str, size: int, stride: int) -> None:
     """The rule in tt_common.conv against torch's own count of the products and convolutions that run."""
