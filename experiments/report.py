@@ -23,6 +23,9 @@ from experiments.cli import add_debug_flag, user_errors
 from experiments.compress_study import STUDY as COMPRESS_STUDY
 from experiments.compress_study import plot as plot_compress
 from experiments.compress_study import section as compress_section
+from experiments.conv_study import STUDY as CONV_STUDY
+from experiments.conv_study import plot as plot_conv
+from experiments.conv_study import section as conv_section
 from experiments.machine import cpu_description
 from experiments.presets import get_preset
 from experiments.studies import RESULTS_DIR, STUDIES, Study, home_study, run_dir
@@ -278,6 +281,7 @@ def render(results: Path = RESULTS_DIR, plots: dict[str, str] | None = None) -> 
         if study.name in plots:
             parts += ["", f"![{study.name}: validation accuracy and training loss per epoch]({plots[study.name]})"]
     parts += ["", *compress_section(results, plots.get(COMPRESS_STUDY))]
+    parts += ["", *conv_section(results, plots.get(CONV_STUDY))]
     return "\n".join(parts) + "\n"
 
 
@@ -293,9 +297,10 @@ def main(argv: list[str] | None = None) -> Path:
             path = plot_study(study, args.results)
             if path is not None:
                 plots[study.name] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
-        path = plot_compress(args.results)
-        if path is not None:
-            plots[COMPRESS_STUDY] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
+        for name, make in ((COMPRESS_STUDY, plot_compress), (CONV_STUDY, plot_conv)):
+            path = make(args.results)
+            if path is not None:
+                plots[name] = Path(os.path.relpath(path, args.output.resolve().parent)).as_posix()
         args.output.write_text(render(args.results, plots))
     print(f"wrote {args.output}")
     return args.output
