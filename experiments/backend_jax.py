@@ -31,19 +31,27 @@ def _optax(cfg: OptimizerConfig) -> optax.GradientTransformation:
     return optax.inject_hyperparams(make)(learning_rate=cfg.lr_at(0))
 
 
-def _loss_and_correct(model, x, y, label_smoothing: float = 0.0):
+def _loss_and_correct(model, x, y, label_smoothing: float = 0.0, teacher=None, distill=None):
+    """The mean cross-entropy (with ``label_smoothing``) and the number correct; with ``teacher`` logits, the
+    distillation loss of :class:`experiments.train.Distill` (``distill``: its ``(weight, temperature)``)."""
     logits = model(x)
     if label_smoothing:  # as torch's cross_entropy(label_smoothing=): (1 - a) one-hot + a / classes
         targets = optax.smooth_labels(jax.nn.one_hot(y, logits.shape[-1], dtype=logits.dtype), label_smoothing)
         loss = optax.softmax_cross_entropy(logits, targets).mean()
     else:
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    if teacher is not None:
+        weight, temperature = distill
+        log_q = jax.nn.log_softmax(teacher / temperature)
+        kl = jnp.sum(jnp.exp(log_q) * (log_q - jax.nn.log_softmax(logits / temperature)), -1).mean()
+        loss = (1 - weight) * loss + weight * temperature**2 * kl
     return loss, jnp.sum(jnp.argmax(logits, -1) == y)
 
 
-@functools.partial(nnx.jit, static_argnames="label_smoothing")
-def _train_step(model, optimizer, x, y, label_smoothing: float = 0.0):
-    (loss, correct), grads = nnx.value_and_grad(_loss_and_correct, has_aux=True)(model, x, y, label_smoothing)
+@functools.partial(nnx.jit, static_argnames=("label_smoothing", "distill"))
+def _train_step(model, optimizer, x, y, label_smoothing: float = 0.0, teacher=None, distill=None):
+    (loss, correct), grads = nnx.value_and_grad(_loss_and_correct, has_aux=True)(model, x, y, label_smoothing,
+                                                                                 teacher, distill)
     optimizer.update(model, grads)
     return loss, correct
 
@@ -136,6 +144,7 @@ class JaxBackend:
         self.model = build(spec, seed=seed, tt_init=tt_init, dense_init=dense_init)
         self.optimizer = nnx.Optimizer(self.model, _optax(optimizer), wrt=nnx.Param)
         self.label_smoothing = label_smoothing
+        self.distill: tuple[float, float] | None = None  # (weight, temperature): set_distillation
         self._mesh = data_mesh(devices) if devices > 1 or jax.process_count() > 1 else None
         if self._mesh is not None:
             self._sharded = NamedSharding(self._mesh, P(AXIS))
@@ -179,11 +188,18 @@ class JaxBackend:
             return jnp.asarray(a)
         return _global(a, self._sharded if len(a) % self._mesh.size == 0 else self._replicated)
 
-    def train_step(self, x: np.ndarray, y: np.ndarray):
-        """One step on the global batch ``(x, y)``; returns the (loss, number correct) as device scalars (no sync)."""
+    def set_distillation(self, weight: float, temperature: float) -> None:
+        """The weight and temperature of the teacher's term in the loss of the steps given teacher logits."""
+        self.distill = (float(weight), float(temperature))
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, teacher: np.ndarray | None = None):
+        """One step on the global batch ``(x, y)``; returns the (loss, number correct) as device scalars (no sync).
+        ``teacher``: the teacher's logits for the batch (distillation, :meth:`set_distillation`)."""
         self.model.train()
+        soft = None if teacher is None else self._put(teacher)
         loss, correct = _train_step(self.model, self.optimizer, self._put(x), self._put(y),
-                                    label_smoothing=self.label_smoothing)
+                                    label_smoothing=self.label_smoothing, teacher=soft,
+                                    distill=None if teacher is None else self.distill)
         return _local(loss), _local(correct)
 
     def evaluate(self, batches) -> tuple[float, float]:

@@ -116,6 +116,7 @@ class TorchBackend:
             self._step_model = DistributedDataParallel(self.model, device_ids=[self._device.index] if cuda else None)
         self.seed = seed
         self.label_smoothing = label_smoothing
+        self.distill: tuple[float, float] | None = None  # (weight, temperature): set_distillation
         kwargs = {**optimizer.convention().torch_kwargs(), "weight_decay": optimizer.weight_decay}
         self.optimizer = _OPTIMIZERS[optimizer.name](self.model.parameters(), **kwargs)
 
@@ -152,14 +153,28 @@ class TorchBackend:
         start, stop = shard(len(y), self.world.processes, self.world.rank)
         return self._tensors(x[start:stop], y[start:stop])
 
-    def train_step(self, x: np.ndarray, y: np.ndarray):
+    def set_distillation(self, weight: float, temperature: float) -> None:
+        """The weight and temperature of the teacher's term in the loss of the steps given teacher logits."""
+        self.distill = (float(weight), float(temperature))
+
+    def _distilled(self, loss: torch.Tensor, logits: torch.Tensor, teacher: np.ndarray) -> torch.Tensor:
+        """:class:`experiments.train.Distill`'s loss: ``(1 - w) loss + w T^2 KL(teacher_T || student_T)``."""
+        weight, temperature = self.distill
+        soft = F.log_softmax(torch.from_numpy(teacher).to(self._device) / temperature, -1)
+        kl = F.kl_div(F.log_softmax(logits / temperature, -1), soft, log_target=True, reduction="batchmean")
+        return (1 - weight) * loss + weight * temperature**2 * kl
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, teacher: np.ndarray | None = None):
         """One step on the global batch ``(x, y)``; returns its (mean loss, number correct) as device tensors (no
-        sync on one device; on several, one all-reduce of the two)."""
+        sync on one device; on several, one all-reduce of the two). ``teacher``: the teacher's logits for the
+        batch (distillation, one device only: :meth:`set_distillation`)."""
         self.model.train()
         if self.world.processes == 1:
             x, y = self._tensors(x, y)
             logits = self.model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+            if teacher is not None:
+                loss = self._distilled(loss, logits, teacher)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

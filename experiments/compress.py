@@ -10,7 +10,8 @@ without a validation holdout), replaces its dense layers by TT layers built from
 theirs), prints the report (parameters and FLOPs per example before and after, ratio, relative Frobenius error of
 each ``W``), evaluates the converted model, then fine-tunes it ``--epochs`` epochs with the run's recipe (its
 optimizer, batch, data split, initializers and label smoothing; ``--lr`` replaces the learning rate; a cosine
-decay that spanned the run spans the fine-tuning) through :func:`experiments.train.train`, whose
+decay that spanned the run spans the fine-tuning; ``--distill WEIGHT`` adds the dense model as a teacher, at
+``--temperature``) through :func:`experiments.train.train`, whose
 :class:`experiments.train.Start` hook starts it from the converted weights.
 
 The output folder (``--out``, default ``<run>-tt-<budget>-<backend>`` beside the run) holds what a training run
@@ -34,7 +35,7 @@ import numpy as np
 
 from experiments.cli import USER_ERRORS, add_debug_flag, non_negative_int, positive_int, user_errors
 from experiments.presets import TT, Network
-from experiments.train import DivergenceError, RunConfig, Start, _check_out, retain_freed_memory_for, train
+from experiments.train import Distill, DivergenceError, RunConfig, Start, _check_out, retain_freed_memory_for, train
 from experiments.weights import WEIGHTS_FILES, _weights_path, load_model, run_network
 from tt_common.tensorize import TensorizeReport, check_arguments
 
@@ -191,12 +192,34 @@ def _source_summary(run_dir: Path) -> dict | None:
         return None
 
 
+def teacher_of(model, backend: str):
+    """A batch of inputs -> the logits of ``model`` (a loaded run's, in eval mode), as NumPy: a distillation
+    teacher (:class:`experiments.train.Distill`)."""
+    if backend == "torch":
+        import torch
+
+        device = next(model.parameters()).device
+
+        def logits(x: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return model(torch.from_numpy(x).to(device)).cpu().numpy()
+
+        return logits
+    from flax import nnx
+
+    forward = nnx.jit(lambda m, x: m(x))
+    return lambda x: np.asarray(forward(model, x))
+
+
 def compress(run_dir: str | os.PathLike, settings: Settings, out: str | os.PathLike, *, epochs: int,
              backend: str | None = None, which: str | None = None, lr: float | None = None,
              overwrite: bool = False, progress=None, limit: int | None = None, max_batches: int | None = None,
-             data_dir: str | None = None) -> dict:
+             data_dir: str | None = None, distill: float | None = None, temperature: float = 2.0) -> dict:
     """Tensorizes the run in ``run_dir`` with ``settings``, fine-tunes it ``epochs`` epochs in ``out`` and returns
     the summary (the accuracy right after conversion under ``summary["start"]["before_training"]``).
+
+    ``distill``: the weight of the dense model as a teacher during fine-tuning (knowledge distillation at
+    ``temperature``, :class:`experiments.train.Distill`); ``None``: the run's loss alone.
 
     Everything is checked first (settings, the source run, the fine-tuning configuration, that ``out`` holds no
     run unless ``overwrite``): a ``ValueError`` says what, before any weight is loaded.
@@ -206,6 +229,8 @@ def compress(run_dir: str | os.PathLike, settings: Settings, out: str | os.PathL
     source, spec, which = read_source(run_dir, which)
     config = finetune_config(source, epochs, backend=backend, lr=lr, limit=limit, max_batches=max_batches,
                              data_dir=data_dir)
+    if distill is not None:
+        Distill(len, distill, temperature).check()  # the weight and temperature, before anything is loaded
     _check_out(out, config, resume=False, overwrite=overwrite, resumable=False)
     conversion = convert(run_dir, settings, backend=config.backend, which=which, spec=spec,
                          batch_size=config.batch_size)
@@ -217,8 +242,13 @@ def compress(run_dir: str | os.PathLike, settings: Settings, out: str | os.PathL
     info = {"source": str(run_dir), "source_model": source.model, "source_backend": source.backend,
             "source_test_acc": None if summary is None else summary.get("test_acc"), "weights": which,
             "settings": settings.to_dict(), "tensorize": _report_info(report)}
+    teacher = None
+    if distill is not None:
+        info["distill"] = {"weight": distill, "temperature": temperature, "teacher": which}
+        teacher = Distill(teacher_of(load_model(run_dir, backend=config.backend, which=which), config.backend),
+                          distill, temperature)
     return train(config, out, overwrite=overwrite, progress=progress,
-                 start=Start(conversion.spec, conversion.weights, info))
+                 start=Start(conversion.spec, conversion.weights, info, distill=teacher))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -240,6 +270,9 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--d", type=positive_int, default=None, help="cores per layer (default: by its size)")
     p.add_argument("--epochs", type=positive_int, default=2, help="epochs of fine-tuning (default 2)")
     p.add_argument("--lr", type=float, default=None, help="fine-tuning learning rate (default: the run's)")
+    p.add_argument("--distill", type=float, default=None, metavar="WEIGHT",
+                   help="distil from the dense model while fine-tuning, this weight in (0, 1] on its term")
+    p.add_argument("--temperature", type=float, default=2.0, help="the distillation's temperature (default 2)")
     p.add_argument("--limit", type=positive_int, default=None, help="examples per split (default: the run's)")
     p.add_argument("--max-batches", type=positive_int, default=None, help="training batches per epoch")
     p.add_argument("--data-dir", default=None, help="default: the run's (or $TT_DATA_DIR)")
@@ -269,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         out = args.out or default_out(args.source, settings, backend)
         summary = compress(args.source, settings, out, epochs=args.epochs, backend=backend, which=args.weights,
                            lr=args.lr, overwrite=args.overwrite, limit=args.limit, max_batches=args.max_batches,
-                           data_dir=args.data_dir)
+                           data_dir=args.data_dir, distill=args.distill, temperature=args.temperature)
     start = summary["start"]
     print(f"\n{start['source_model']} -> {summary['network']}: {start['tensorize']['params_before']:,} -> "
           f"{summary['params']:,} parameters ({start['tensorize']['ratio']:.1f}x); test accuracy "

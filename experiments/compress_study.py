@@ -11,8 +11,9 @@ once, with torch (:data:`DENSE`), and tensorized at the budgets of :data:`SETTIN
 tensorized layers' parameters) 2x (t3f's MLP only: at 2x ``fc-fc-fc``'s TT layers cost about what its dense ones
 do), 10x, 50x, 200x and 500x, and t3f's own setting, rank 16 (for t3f's MLP exactly its tutorial's: the first
 layer only, modes ``(7,4,7,4) x (5,5,5,5)``; for ``fc-fc-fc`` every layer at rank 16); ``r16-lr3e-3`` is t3f's
-setting fine-tuned (and trained from scratch) with learning rate 0.003 instead of the recipe's 0.001. Per budget
-the runs are:
+setting fine-tuned (and trained from scratch) with learning rate 0.003 instead of the recipe's 0.001;
+``r16-kd`` is t3f's setting fine-tuned with the dense network as a teacher (knowledge distillation, weight 0.5,
+temperature 2: :class:`experiments.train.Distill`; no scratch or torch-mpo run). Per budget the runs are:
 
 - ``<model>-<setting>-<backend>``: :func:`experiments.compress.compress`: the accuracy right after conversion,
   then 2 epochs of fine-tuning with the dense run's recipe;
@@ -65,13 +66,16 @@ _BUDGETS = {f"{c}x": Settings(compression=float(c)) for c in (2, 10, 50, 200, 50
 #: model -> setting -> tensorize's keywords
 _T3F_RANK16 = Settings(max_rank=16, include=("layers.0",), modes={"layers.0": ((7, 4, 7, 4), (5, 5, 5, 5))})
 SETTINGS: dict[str, dict[str, Settings]] = {
-    T3F: {**_BUDGETS, "r16": _T3F_RANK16, "r16-lr3e-3": _T3F_RANK16},
+    T3F: {**_BUDGETS, "r16": _T3F_RANK16, "r16-lr3e-3": _T3F_RANK16, "r16-kd": _T3F_RANK16},
     # fc-fc-fc at 2x is left out: its TT layers cost about what the dense ones do per step (the compute budget)
     FC3: {**{k: v for k, v in _BUDGETS.items() if k != "2x"}, "r16": Settings(max_rank=16)},
 }
 #: settings whose fine-tuning (and training from scratch) replaces the recipe's learning rate
 FINETUNE_LR = {"r16-lr3e-3": 0.003}
-JAX_ROWS = ((T3F, "r16"), (FC3, "50x"))  # the goals' rows, in JAX too
+#: settings fine-tuned with the dense model as a teacher: (weight, temperature) of experiments.train.Distill
+DISTILL = {"r16-kd": (0.5, 2.0)}
+VARIANTS = (*FINETUNE_LR, *DISTILL)  # settings that vary the fine-tuning of another setting's conversion
+JAX_ROWS = ((T3F, "r16"), (T3F, "r16-kd"), (FC3, "50x"))  # the goals' rows, in JAX too
 T3F_ACCURACY = 97.65  # t3f's tutorial: rank 16, after fine-tuning
 KINDS = ("dense", "ft", "scratch", "mpo")
 
@@ -102,7 +106,10 @@ def planned(backend: str) -> list[Run]:
         for setting in settings:
             if backend == "jax" and (model, setting) not in JAX_ROWS:
                 continue
-            runs += [Run("ft", model, setting, backend), Run("scratch", model, setting, backend)]
+            runs.append(Run("ft", model, setting, backend))
+            if setting in DISTILL:  # a way to fine-tune: nothing to train from scratch
+                continue
+            runs.append(Run("scratch", model, setting, backend))
             if setting not in FINETUNE_LR:  # one torch-mpo run per budget, at the recipe's learning rate
                 runs.append(Run("mpo", model, setting, backend))
     return runs
@@ -132,8 +139,10 @@ def _run_one(run: Run, results: Path, limit: int | None, max_batches: int | None
     source = _dense_dir(run.model, results)
     settings = SETTINGS[run.model][run.setting]
     if run.kind == "ft":
+        weight, temperature = DISTILL.get(run.setting, (None, 2.0))
         return compress(source, settings, out, epochs=FINETUNE_EPOCHS, backend=run.backend, overwrite=True,
-                        progress=progress, limit=limit, max_batches=max_batches, lr=FINETUNE_LR.get(run.setting))
+                        progress=progress, limit=limit, max_batches=max_batches, lr=FINETUNE_LR.get(run.setting),
+                        distill=weight, temperature=temperature)
     tuned = Run("ft", run.model, run.setting, run.backend).out(results)
     if _summary(tuned) is None:
         raise ValueError(f"no finished fine-tuning run {tuned.name} to take the TT network from")
@@ -276,11 +285,12 @@ def _table(model: str, data: dict) -> list[str]:
 def _goals(found: dict) -> list[str]:
     """Whether the study's two goals are met, from the recorded figures."""
     lines = []
-    for backend in ("torch", "jax"):
-        e = found.get(T3F, {"entries": {}})["entries"].get(("r16", backend))
+    for setting, backend in [(s, b) for s in SETTINGS[T3F] if s.startswith("r16") for b in ("torch", "jax")]:
+        e = found.get(T3F, {"entries": {}})["entries"].get((setting, backend))
         if e and e["ft"]:
             final, first = (_epoch_acc(e["ft_out"], k) for k in (FINETUNE_EPOCHS, 1))
-            lines.append(f"- t3f's setting (rank 16), {backend}: {_pct(final)}% after {FINETUNE_EPOCHS} epochs of "
+            lines.append(f"- t3f's setting (rank 16) as `{setting}`, {backend}: {_pct(final)}% after "
+                         f"{FINETUNE_EPOCHS} epochs of "
                          f"fine-tuning ({_pct(first)}% after 1; goal >= 97.90%; t3f {T3F_ACCURACY:.2f}%): "
                          f"{'met' if final >= 0.979 else 'NOT met'}.")
     if FC3 not in found:
@@ -363,7 +373,7 @@ def plot(results: Path = RESULTS_DIR) -> Path | None:
     for ax, (model, data) in zip(axes[0], found.items()):
         series: dict[str, list[tuple[int, float]]] = {}
         for (setting, backend), e in data["entries"].items():
-            if e["ft"] is None or setting in FINETUNE_LR:  # one point per budget: the recipe's learning rate
+            if e["ft"] is None or setting in VARIANTS:  # one point per budget: the recipe's fine-tuning
                 continue
             params = e["ft"]["params"]
             converted = e["ft"]["start"]["before_training"]["test_acc"]

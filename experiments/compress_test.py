@@ -191,3 +191,28 @@ def test_torch_mpo_conversion_computes_what_torch_mpo_does(world) -> None:
     assert conversion.spec.param_count() == conversion.info["params"]  # the copied network counts as torch-mpo's
     with pytest.raises(ValueError, match="rank 1 needs more than"):
         mpo_rank_for(model, ["layers.0"], 6_000)  # the dense 625 -> 10 layer alone holds 6,260
+
+
+def test_distillation_is_the_same_loss_in_both_backends(world, tmp_path) -> None:
+    """The dense run as the teacher (weight 1: the loss is the KL term alone): the converted model's first
+    epoch has the same loss in both frameworks (the same cores, data and steps), and not the plain one."""
+    losses = {}
+    for backend in ("torch", "jax"):
+        summary = compress(world["dense"], Settings(max_rank=2), tmp_path / backend, epochs=1, backend=backend,
+                           progress=silent_progress, distill=1.0, temperature=3.0)
+        assert summary["start"]["distill"] == {"weight": 1.0, "temperature": 3.0, "teacher": "best-val"}
+        losses[backend] = json.loads((tmp_path / backend / "metrics.jsonl").read_text())["train_loss"]
+    compress(world["dense"], Settings(max_rank=2), tmp_path / "plain", epochs=1, backend="torch",
+             progress=silent_progress)
+    plain = json.loads((tmp_path / "plain" / "metrics.jsonl").read_text())["train_loss"]
+    assert losses["torch"] == pytest.approx(losses["jax"], rel=1e-4)
+    assert 0 < losses["torch"] and losses["torch"] != pytest.approx(plain, rel=1e-3)
+
+
+@pytest.mark.parametrize("weight, temperature, message", [(0.0, 2.0, "distill weight must be in"),
+                                                          (0.5, -1.0, "distill temperature must be positive")])
+def test_a_bad_distillation_is_refused_before_any_work(world, tmp_path, weight, temperature, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        compress(world["dense"], Settings(max_rank=2), tmp_path / "out", epochs=1, distill=weight,
+                 temperature=temperature, progress=silent_progress)
+    assert not (tmp_path / "out").exists()

@@ -32,7 +32,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -51,8 +51,8 @@ from experiments.presets import PRESETS, Network, get_preset, thesis_network
 from experiments.recipes import DENSE_INITS, RECIPES, TT_INITS, check_inits, recipe_config
 from experiments.weights import WEIGHTS_FILES, write_weights
 
-__all__ = ["CHECKPOINT", "RUN_FILES", "DivergenceError", "RunConfig", "Start", "config_differences", "main",
-           "silent_progress", "train"]
+__all__ = ["CHECKPOINT", "RUN_FILES", "Distill", "DivergenceError", "RunConfig", "Start", "config_differences",
+           "main", "silent_progress", "train"]
 
 DIVERGENCE_LOSS = 1e3  # cross-entropy of 10 classes starts near 2.3; beyond this the run has diverged
 #: The files a run writes: a folder holding any of them holds a run, and --overwrite removes them.
@@ -131,6 +131,41 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class Distill:
+    """Knowledge distillation (Hinton et al. 2015) from a teacher, for a run of :class:`Start`.
+
+    The loss of each training step is ``(1 - weight)`` times the run's cross-entropy plus ``weight *
+    temperature**2`` times the KL divergence from the teacher's softened distribution (its logits over
+    ``temperature``) to the student's. ``teacher`` maps a batch of inputs to the teacher's logits; it is called
+    once, on the whole training split, before the first epoch (no augmentation: the logits stay those of each
+    example). The reported training loss is this loss.
+
+    >>> Distill(lambda x: x, weight=1.5).check()
+    Traceback (most recent call last):
+    ...
+    ValueError: distill weight must be in (0, 1], got 1.5
+    """
+
+    teacher: Callable[[np.ndarray], np.ndarray]
+    weight: float = 0.5
+    temperature: float = 2.0
+
+    def check(self) -> Distill:
+        for name, value, ok, what in (("weight", self.weight, lambda v: 0 < v <= 1, "in (0, 1]"),
+                                      ("temperature", self.temperature, lambda v: v > 0, "positive")):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not ok(value):
+                raise ValueError(f"distill {name} must be {what}, got {value!r}")
+        if not callable(self.teacher):
+            raise ValueError(f"distill teacher must be callable, got {type(self.teacher).__name__}")
+        return self
+
+    def logits(self, x: np.ndarray, batch_size: int) -> np.ndarray:
+        """The teacher's float32 logits for every row of ``x``, in batches of ``batch_size``."""
+        return np.concatenate([np.asarray(self.teacher(x[k:k + batch_size]), np.float32)
+                               for k in range(0, len(x), batch_size)])
+
+
+@dataclass(frozen=True)
 class Start:
     """How a run starts other than as its preset drawn from the seed: :mod:`experiments.compress`'s hook.
 
@@ -139,11 +174,13 @@ class Start:
     :func:`experiments.load_model` reads). ``weights``: the parameters and batch-norm statistics to start from,
     in :mod:`tt_common.transfer`'s naming (``None``: drawn from the seed as any run's). A run that starts from
     weights is evaluated before its first epoch; ``summary.json`` holds that under ``"start"``, with ``info``.
+    ``distill``: train it against a teacher too (:class:`Distill`).
     """
 
     spec: Network
     weights: Mapping[str, np.ndarray] | None = None
     info: Mapping[str, object] = field(default_factory=dict)
+    distill: Distill | None = None
 
     def check(self, config: RunConfig) -> Start:
         """Returns ``self`` if ``spec`` fits ``config``'s data (dataset, input size, classes), else a ValueError."""
@@ -154,6 +191,11 @@ class Start:
                 preset.dataset, preset.in_features, preset.num_classes):
             raise ValueError(f"start.spec {self.spec.name!r} ({self.spec.dataset}, {self.spec.in_features} -> "
                              f"{self.spec.num_classes}) does not fit the data of model {config.model!r}")
+        if self.distill is not None:
+            if not isinstance(self.distill, Distill):
+                raise ValueError(f"start.distill must be an experiments.train.Distill, got "
+                                 f"{type(self.distill).__name__}")
+            self.distill.check()
         return self
 
 
@@ -213,15 +255,23 @@ def _check_loss(loss: float, epoch: int, step: int) -> None:
         )
 
 
-def _train_epoch(backend, data: Dataset, config: RunConfig, epoch: int, progress) -> tuple[float, float]:
+def _train_epoch(backend, data: Dataset, config: RunConfig, epoch: int, progress,
+                 teacher: np.ndarray | None = None) -> tuple[float, float]:
+    """One epoch; ``teacher``: the teacher's logits of every training example (distillation)."""
     batches = num_batches(len(data.y_train), config.batch_size)
     if config.max_batches is not None:
         batches = min(batches, config.max_batches)
-    it = iterate_batches(data.x_train, data.y_train, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
+    # With a teacher the batches carry the examples' indices (the same order), to take their logits too.
+    labels = data.y_train if teacher is None else np.arange(len(data.y_train))
+    it = iterate_batches(data.x_train, labels, config.batch_size, shuffle=True, seed=config.seed, epoch=epoch)
     losses, corrects, seen = [], [], 0
     bar = progress(total=batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
     for step, (x, y) in zip(range(batches), it):
-        loss, correct = backend.train_step(x, y)
+        if teacher is None:
+            loss, correct = backend.train_step(x, y)
+        else:
+            loss, correct = backend.train_step(x, data.y_train[y], teacher[y])
+            y = data.y_train[y]
         losses.append(loss)
         corrects.append(correct)
         seen += len(y)
@@ -583,6 +633,10 @@ def _epochs(world: parallel.World, config: RunConfig, out: Path, data: Dataset, 
     if start is not None and start.weights is not None:
         backend.load_parameters(dict(start.weights))
         begun = _evaluate_start(backend, data, config)
+    teacher = None
+    if start is not None and start.distill is not None:
+        teacher = start.distill.logits(data.x_train, config.eval_batch_size)
+        backend.set_distillation(start.distill.weight, start.distill.temperature)
     rows: list[dict] = []
     if saved is not None:
         try:
@@ -601,7 +655,7 @@ def _epochs(world: parallel.World, config: RunConfig, out: Path, data: Dataset, 
         backend.set_learning_rate(lr)
         backend.begin_epoch(epoch)
         tick = time.perf_counter()
-        train_loss, train_acc = _train_epoch(backend, data, config, epoch, progress)
+        train_loss, train_acc = _train_epoch(backend, data, config, epoch, progress, teacher)
         epoch_time = time.perf_counter() - tick
         val_loss, val_acc = _evaluate(backend, data.x_val, data.y_val, config.eval_batch_size)
         test_loss, test_acc = _evaluate(backend, data.x_test, data.y_test, config.eval_batch_size)
