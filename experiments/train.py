@@ -270,8 +270,8 @@ def _train_epoch(backend, data: Dataset, config: RunConfig, epoch: int, progress
         if teacher is None:
             loss, correct = backend.train_step(x, y)
         else:
-            loss, correct = backend.train_step(x, data.y_train[y], teacher[y])
-            y = data.y_train[y]
+            index, y = y, data.y_train[y]
+            loss, correct = backend.train_step(x, y, teacher[index])
         losses.append(loss)
         corrects.append(correct)
         seen += len(y)
