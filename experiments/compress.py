@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,11 +98,13 @@ class Settings:
 
 @dataclass(frozen=True)
 class Conversion:
-    """A run's model tensorized: the TT network, its weights (``tt_common.transfer`` naming) and the report."""
+    """A run's model tensorized: the TT network, its weights (``tt_common.transfer`` naming) and the report;
+    ``source``: the loaded dense model it came from (untouched by ``tensorize``)."""
 
     spec: Network
     weights: dict[str, np.ndarray]
     report: TensorizeReport
+    source: Any = None
 
 
 def read_source(run_dir: str | os.PathLike, which: str | None = None) -> tuple[RunConfig, Network, str]:
@@ -174,7 +177,7 @@ def convert(run_dir: str | os.PathLike, settings: Settings, *, backend: str, whi
         new, report = tt_jax.tensorize(model, batch_size=batch_size, **settings.kwargs())
         weights = tt_jax.transfer.export(new)
     name = name or f"{spec.name}-tt-{settings.label()}"
-    return Conversion(tensorized_network(spec, report, name), weights, report)
+    return Conversion(tensorized_network(spec, report, name), weights, report, model)
 
 
 def _report_info(report: TensorizeReport) -> dict:
@@ -245,8 +248,7 @@ def compress(run_dir: str | os.PathLike, settings: Settings, out: str | os.PathL
     teacher = None
     if distill is not None:
         info["distill"] = {"weight": distill, "temperature": temperature, "teacher": which}
-        teacher = Distill(teacher_of(load_model(run_dir, backend=config.backend, which=which), config.backend),
-                          distill, temperature)
+        teacher = Distill(teacher_of(conversion.source, config.backend), distill, temperature)
     return train(config, out, overwrite=overwrite, progress=progress,
                  start=Start(conversion.spec, conversion.weights, info, distill=teacher))
 
