@@ -13,16 +13,9 @@ from torch import nn
 
 import tt_torch
 from experiments.conv_net import CHANNELS, CLASSIFIER_MODES, KERNEL, POOL_AFTER, ConvNet, Recipe
-from experiments.models_torch import BN_MOMENTUM
-from tt_common.init import TRUNCATED_NORMAL_STD
+from experiments.models_torch import BN_MOMENTUM, lecun_normal_
 
 __all__ = ["Net", "Trainer"]
-
-
-def _lecun_normal_(weight: torch.Tensor, fan_in: int) -> None:
-    std = (1 / fan_in) ** 0.5 / TRUNCATED_NORMAL_STD
-    with torch.no_grad():
-        nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
 
 
 class Net(nn.Module):
@@ -36,7 +29,7 @@ class Net(nn.Module):
             c_in, c_out = CHANNELS[k], CHANNELS[k + 1]
             if shape is None:
                 conv = nn.Conv2d(c_in, c_out, KERNEL, padding=KERNEL // 2, bias=False)
-                _lecun_normal_(conv.weight, c_in * KERNEL * KERNEL)
+                lecun_normal_(conv.weight, c_in * KERNEL * KERNEL)
             else:
                 conv = tt_torch.TTConv2d(shape.in_modes, shape.out_modes, KERNEL, shape.ranks, padding=KERNEL // 2,
                                          bias=False, order=order)
@@ -46,7 +39,7 @@ class Net(nn.Module):
         classifier = spec.classifier_shape()
         if classifier is None:
             self.classifier = nn.Linear(CHANNELS[-1], 10)
-            _lecun_normal_(self.classifier.weight, CHANNELS[-1])
+            lecun_normal_(self.classifier.weight, CHANNELS[-1])
             nn.init.zeros_(self.classifier.bias)
         else:
             self.classifier = tt_torch.TTLinear(*CLASSIFIER_MODES, classifier.ranks)

@@ -16,11 +16,17 @@ __all__ = ["BN_MOMENTUM", "Net", "build"]
 BN_MOMENTUM = 0.1
 
 
-def _lecun_normal_(linear: nn.Linear) -> None:
-    """``nnx.Linear``'s init: truncated normal (at 2 std) of variance 1 / fan_in, zero bias."""
-    std = (1 / linear.in_features) ** 0.5 / TRUNCATED_NORMAL_STD
+def lecun_normal_(weight: torch.Tensor, fan_in: int) -> None:
+    """Flax's default kernel init in place: truncated normal (at 2 std) of variance ``1 / fan_in``."""
+    std = (1 / fan_in) ** 0.5 / TRUNCATED_NORMAL_STD
     with torch.no_grad():
-        nn.init.trunc_normal_(linear.weight, std=std, a=-2 * std, b=2 * std)
+        nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def _lecun_normal_(linear: nn.Linear) -> None:
+    """``nnx.Linear``'s init: :func:`lecun_normal_` of its weight, zero bias."""
+    lecun_normal_(linear.weight, linear.in_features)
+    with torch.no_grad():
         linear.bias.zero_()
 
 
